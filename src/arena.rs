@@ -1,0 +1,254 @@
+//! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB.
+//!
+//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena
+//! bookkeeping lives behind one spin lock ([`LOCK`]) and is touched only on slow paths: taking a
+//! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
+//!
+//! Like obmalloc, pools are taken from the *fullest* arena that still has a free pool (arenas sit
+//! in buckets by their number of free pools, scanned from the fewest up), so lightly used arenas
+//! drain and can be returned to the OS. A wholly empty arena is unmapped unless it is the only
+//! wholly empty one: one is kept as hysteresis, so a loop that frees everything and starts again
+//! does not map and unmap on every turn.
+
+use crate::os;
+use crate::pool::{Pool, NO_CLASS, POOL_SIZE};
+use crate::sync::{Ordering, SpinLock};
+use core::cell::UnsafeCell;
+use core::ptr::null_mut;
+
+/// Size and alignment of an arena.
+pub const ARENA_SIZE: usize = 1 << 20;
+/// Pools per arena, counting the header pool.
+pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
+/// Pools per arena that serve blocks.
+pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
+
+/// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
+pub(crate) static LOCK: SpinLock = SpinLock::new();
+
+/// An arena's header, in its first pool.
+///
+/// Invariants (all fields guarded by [`LOCK`]):
+/// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
+/// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
+/// * Untouched pools have never been written since the mapping was made, so they read as zeros.
+#[repr(C)]
+pub struct Arena {
+    nfree: usize,
+    free_pools: *mut Pool,
+    untouched: usize,
+    next: *mut Arena,
+    prev: *mut Arena,
+    all_next: *mut Arena,
+}
+
+struct State {
+    buckets: [*mut Arena; USABLE_POOLS + 1],
+    all: *mut Arena,
+    mapped: usize,
+    peak: usize,
+}
+
+struct Global(UnsafeCell<State>);
+// SAFETY: the state is only touched while holding LOCK.
+unsafe impl Sync for Global {}
+
+static STATE: Global = Global(UnsafeCell::new(State {
+    buckets: [null_mut(); USABLE_POOLS + 1],
+    all: null_mut(),
+    mapped: 0,
+    peak: 0,
+}));
+
+/// Proof that [`LOCK`] is held; the only way to reach the arena state.
+pub(crate) struct Locked(());
+
+impl Locked {
+    /// Takes the lock.
+    pub(crate) fn take() -> Locked {
+        LOCK.lock();
+        Locked(())
+    }
+
+    fn state(&mut self) -> &mut State {
+        // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
+        unsafe { &mut *STATE.0.get() }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        LOCK.unlock();
+    }
+}
+
+/// The arena holding pool `p`.
+fn arena_of(p: *mut Pool) -> *mut Arena {
+    p.cast::<u8>().map_addr(|a| a & !(ARENA_SIZE - 1)).cast()
+}
+
+impl Locked {
+    fn unlink(&mut self, a: *mut Arena, bucket: usize) {
+        // SAFETY: `a` is a live arena in `buckets[bucket]`; links are guarded by the lock we hold.
+        unsafe {
+            let (prev, next) = ((*a).prev, (*a).next);
+            if prev.is_null() {
+                self.state().buckets[bucket] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*a).next = null_mut();
+            (*a).prev = null_mut();
+        }
+    }
+
+    fn link(&mut self, a: *mut Arena, bucket: usize) {
+        let head = self.state().buckets[bucket];
+        // SAFETY: `a` is a live arena in no bucket; links are guarded by the lock we hold.
+        unsafe {
+            (*a).prev = null_mut();
+            (*a).next = head;
+            if !head.is_null() {
+                (*head).prev = a;
+            }
+        }
+        self.state().buckets[bucket] = a;
+    }
+
+    fn new_arena(&mut self) -> *mut Arena {
+        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+        if base.is_null() {
+            return null_mut();
+        }
+        let a = base.cast::<Arena>();
+        let all = self.state().all;
+        // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
+        unsafe {
+            a.write(Arena {
+                nfree: USABLE_POOLS,
+                free_pools: null_mut(),
+                untouched: 1,
+                next: null_mut(),
+                prev: null_mut(),
+                all_next: all,
+            });
+        }
+        let st = self.state();
+        st.all = a;
+        st.mapped += 1;
+        st.peak = st.peak.max(st.mapped);
+        self.link(a, USABLE_POOLS);
+        a
+    }
+
+    /// Takes a free pool (header written, serving nothing) from the fullest arena that has one,
+    /// mapping a new arena if none has. Null when the OS refuses memory.
+    pub(crate) fn take_pool(&mut self) -> *mut Pool {
+        let mut found = null_mut();
+        let mut n = 1;
+        while n <= USABLE_POOLS {
+            let a = self.state().buckets[n];
+            if !a.is_null() {
+                found = a;
+                break;
+            }
+            n += 1;
+        }
+        if found.is_null() {
+            found = self.new_arena();
+            if found.is_null() {
+                return null_mut();
+            }
+            n = USABLE_POOLS;
+        }
+        let a = found;
+        self.unlink(a, n);
+        // SAFETY: `a` is a live arena with nfree == n > 0; its fields are guarded by our lock.
+        unsafe {
+            let pool;
+            if !(*a).free_pools.is_null() {
+                pool = (*a).free_pools;
+                (*a).free_pools = (*pool).next;
+                (*pool).next = null_mut();
+            } else {
+                pool = a.cast::<u8>().add((*a).untouched * POOL_SIZE).cast::<Pool>();
+                (*a).untouched += 1;
+                Pool::init_free(pool, true);
+            }
+            (*a).nfree = n - 1;
+            if n > 1 {
+                self.link(a, n - 1);
+            }
+            pool
+        }
+    }
+
+    /// Gives an empty pool back to its arena; unmaps the arena if that leaves it wholly empty and
+    /// another wholly empty arena is already kept.
+    ///
+    /// # Safety
+    /// The pool must be empty (`used == 0`, remote word clear) and no longer linked from any heap.
+    pub(crate) unsafe fn give_pool(&mut self, pool: *mut Pool) {
+        let a = arena_of(pool);
+        // SAFETY: the pool and its arena are live; per the caller the pool has no live block,
+        // so nobody else can reach it; the arena's fields are guarded by our lock.
+        unsafe {
+            (*pool).owner.store(null_mut(), Ordering::Relaxed);
+            (*pool).class.store(NO_CLASS, Ordering::Relaxed);
+            (*pool).fresh = false;
+            (*pool).next = (*a).free_pools;
+            (*a).free_pools = pool;
+            let n = (*a).nfree;
+            if n > 0 {
+                self.unlink(a, n);
+            }
+            (*a).nfree = n + 1;
+            if n + 1 == USABLE_POOLS && !self.state().buckets[USABLE_POOLS].is_null() {
+                self.unmap(a);
+            } else {
+                self.link(a, n + 1);
+            }
+        }
+    }
+
+    /// Unmaps a wholly empty arena that is in no bucket.
+    unsafe fn unmap(&mut self, a: *mut Arena) {
+        let st = self.state();
+        // SAFETY: `a` is in the all-list (guarded by our lock) and holds no live pool.
+        unsafe {
+            let mut link: *mut *mut Arena = &mut st.all;
+            while !(*link).is_null() {
+                if *link == a {
+                    *link = (*a).all_next;
+                    break;
+                }
+                link = &mut (**link).all_next;
+            }
+            st.mapped -= 1;
+            os::unmap(a.cast(), ARENA_SIZE);
+        }
+    }
+
+    /// Calls `f` on every pool of every mapped arena that has been set up at least once.
+    pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) {
+        let mut a = self.state().all;
+        while !a.is_null() {
+            // SAFETY: arenas in the all-list are live while we hold the lock.
+            unsafe {
+                for i in 1..(*a).untouched {
+                    f(a.cast::<u8>().add(i * POOL_SIZE).cast());
+                }
+                a = (*a).all_next;
+            }
+        }
+    }
+
+    /// Arenas mapped now and at peak.
+    pub(crate) fn mapped(&mut self) -> (usize, usize) {
+        let st = self.state();
+        (st.mapped, st.peak)
+    }
+}

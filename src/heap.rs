@@ -1,0 +1,652 @@
+//! Per-thread heaps: the allocation and free fast paths, and everything a thread owns.
+//!
+//! Each thread that allocates gets a [`Heap`] through a const-initialised thread-local that
+//! never allocates. A heap holds, per size class, a doubly linked list of its pools that have
+//! room; the list head is the pool the fast path serves from. Full pools leave the list and come
+//! back when a block of theirs is freed. Frees from the owning thread go straight onto the pool's
+//! free list; frees from other threads go onto the pool's lock-free remote list (see
+//! [`crate::pool`]), and the pool is pushed onto the heap's remote queue, which the owner drains
+//! on its slow path.
+//!
+//! Heaps are never unmapped. When a thread exits, its heap gives its empty pools back and is put on
+//! the abandoned list; the next thread that needs a heap adopts it, with every pool, every
+//! pending remote free and every counter, so nothing is lost when threads come and go. After
+//! `fork()`, the child abandons the heaps of the threads that did not survive the fork.
+
+use crate::arena::Locked;
+use crate::os;
+use crate::pool::{Block, Pool, NO_CLASS};
+use crate::size_class::{block_size, class_of, CLASS_COUNT};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::cell::{Cell, UnsafeCell};
+use core::ptr::null_mut;
+
+/// Empty pools a heap keeps for reuse before giving them back to their arena.
+const EMPTY_CACHE: usize = 4;
+
+/// A thread's allocation state.
+///
+/// Invariants:
+/// * A heap is used by at most one thread at a time: the thread whose `CURRENT` points to it, or
+///   the thread that popped it off the abandoned list (both under [`crate::arena::LOCK`]). All
+///   non-atomic fields are touched only by that thread.
+/// * `classes[c]` is the head of the list of pools of class `c` owned by this heap that are not
+///   full, or the shared sentinel pool (no free block, no bump space) when there is none.
+/// * Every pool whose `owner` is this heap is in exactly one of: a class list, the full state
+///   (unlinked, `full == true`), the empty cache (`class == NO_CLASS`).
+/// * `requested` is written only by the thread using the heap (load + store, no RMW); it is the
+///   wrapping sum of bytes this heap's thread allocated minus bytes it freed.
+/// * Registry links (`all_next`, `abandoned_next`, `abandoned`) are guarded by the lock.
+#[repr(C)]
+pub struct Heap {
+    classes: [*mut Pool; CLASS_COUNT],
+    requested: AtomicUsize,
+    queue: AtomicPtr<Pool>,
+    empty: *mut Pool,
+    empty_count: usize,
+    all_next: *mut Heap,
+    abandoned_next: *mut Heap,
+    abandoned: bool,
+}
+
+struct Sentinel(UnsafeCell<Pool>);
+// SAFETY: the sentinel pool is never written: the fast path only reads it and falls through to
+// the slow path, which never links, frees into or assigns the sentinel.
+unsafe impl Sync for Sentinel {}
+static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(Pool::sentinel()));
+
+fn sentinel() -> *mut Pool {
+    SENTINEL.0.get()
+}
+
+/// Heap registry, guarded by the arena lock.
+struct Registry {
+    all: *mut Heap,
+    abandoned: *mut Heap,
+    slab: *mut u8,
+    slab_left: usize,
+    count: usize,
+}
+struct RegistryCell(UnsafeCell<Registry>);
+// SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
+unsafe impl Sync for RegistryCell {}
+static REGISTRY: RegistryCell = RegistryCell(UnsafeCell::new(Registry {
+    all: null_mut(),
+    abandoned: null_mut(),
+    slab: null_mut(),
+    slab_left: 0,
+    count: 0,
+}));
+
+fn registry(_proof: &mut Locked) -> &mut Registry {
+    // SAFETY: the `Locked` proves the lock is held; the &mut borrow of it makes this unique.
+    unsafe { &mut *REGISTRY.0.get() }
+}
+
+/// Bytes requested by threads that had no heap when they freed or allocated large blocks.
+static ORPHAN_REQUESTED: AtomicUsize = AtomicUsize::new(0);
+static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+const FRESH: u8 = 0;
+const ACTIVE: u8 = 1;
+const DEAD: u8 = 2;
+
+thread_local! {
+    static CURRENT: Cell<*mut Heap> = const { Cell::new(null_mut()) };
+    static STATE: Cell<u8> = const { Cell::new(FRESH) };
+    static EXIT: ExitGuard = const { ExitGuard };
+}
+
+/// Its destructor abandons the thread's heap when the thread exits.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let heap = current();
+        let _ = CURRENT.try_with(|c| c.set(null_mut()));
+        let _ = STATE.try_with(|s| s.set(DEAD));
+        if !heap.is_null() {
+            // SAFETY: the heap was this thread's and no longer is reachable from it.
+            unsafe { abandon(heap) };
+        }
+    }
+}
+
+/// This thread's heap, or null.
+#[inline(always)]
+fn current() -> *mut Heap {
+    CURRENT.try_with(|c| c.get()).unwrap_or(null_mut())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast paths
+// ---------------------------------------------------------------------------------------------
+
+/// Allocates a block for a small request (`is_small(size, align)`). Null on out-of-memory.
+#[inline(always)]
+pub(crate) fn alloc(size: usize) -> *mut u8 {
+    alloc_generic::<false>(size)
+}
+
+/// Like [`alloc`], and the block reads as zeros.
+#[inline(always)]
+pub(crate) fn alloc_zeroed(size: usize) -> *mut u8 {
+    alloc_generic::<true>(size)
+}
+
+#[inline(always)]
+fn alloc_generic<const ZERO: bool>(size: usize) -> *mut u8 {
+    let heap = current();
+    if heap.is_null() {
+        return alloc_without_heap::<ZERO>(size);
+    }
+    // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
+    unsafe { alloc_in::<ZERO>(heap, size) }
+}
+
+/// # Safety
+/// `heap` is used by the calling thread only.
+#[inline(always)]
+unsafe fn alloc_in<const ZERO: bool>(heap: *mut Heap, size: usize) -> *mut u8 {
+    let class = class_of(size);
+    // SAFETY: the heap is ours; class < CLASS_COUNT; the list head is a live pool of ours or the
+    // read-only sentinel, whose free list is null and bump == end, so it is never written here.
+    unsafe {
+        let pool = (*heap).classes[class];
+        let b = (*pool).free;
+        let p = if !b.is_null() {
+            (*pool).free = (*b).next;
+            if ZERO {
+                core::ptr::write_bytes(b.cast::<u8>(), 0, block_size(class));
+            }
+            b.cast::<u8>()
+        } else {
+            let p = (*pool).bump;
+            if p >= (*pool).end {
+                return alloc_slow::<ZERO>(heap, class, size);
+            }
+            (*pool).bump = p.add(block_size(class));
+            if ZERO && !(*pool).fresh {
+                core::ptr::write_bytes(p, 0, block_size(class));
+            }
+            p
+        };
+        inc_used(pool);
+        add_requested(heap, size);
+        p
+    }
+}
+
+/// Frees a small block from the arena.
+///
+/// # Safety
+/// `p` was returned by [`alloc`]/[`alloc_zeroed`] for a request of `size` bytes and not freed.
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8, size: usize) {
+    let pool = Pool::of(p);
+    let heap = current();
+    let block = p.cast::<Block>();
+    // SAFETY: `p` is a live block, so its pool header is live and its owner stays put while the
+    // block is live. If the owner is our heap, the owner-side fields are ours to touch.
+    unsafe {
+        if (*pool).owner.load(Ordering::Relaxed) == heap.cast() {
+            (*block).next = (*pool).free;
+            (*pool).free = block;
+            let used = (*pool).used.load(Ordering::Relaxed) - 1;
+            (*pool).used.store(used, Ordering::Relaxed);
+            add_requested(heap, size.wrapping_neg());
+            if used == 0 || (*pool).full {
+                free_local_slow(heap, pool);
+            }
+        } else {
+            free_remote(heap, pool, block, size);
+        }
+    }
+}
+
+/// Adjusts the requested-bytes count of the calling thread (for system-served blocks).
+pub(crate) fn account(delta: usize) {
+    let heap = current();
+    if heap.is_null() {
+        ORPHAN_REQUESTED.fetch_add(delta, Ordering::Relaxed);
+    } else {
+        // SAFETY: the heap is this thread's.
+        unsafe { add_requested(heap, delta) }
+    }
+}
+
+/// # Safety
+/// `heap` is used by the calling thread only.
+#[inline(always)]
+unsafe fn add_requested(heap: *mut Heap, delta: usize) {
+    // SAFETY: only the thread using the heap writes `requested` (type invariant).
+    let r = unsafe { &(*heap).requested };
+    r.store(r.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+}
+
+/// # Safety
+/// The pool is owned by the calling thread's heap.
+#[inline(always)]
+unsafe fn inc_used(pool: *mut Pool) {
+    // SAFETY: only the owner writes `used`.
+    let u = unsafe { &(*pool).used };
+    u.store(u.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow paths
+// ---------------------------------------------------------------------------------------------
+
+#[cold]
+#[inline(never)]
+fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
+    let state = STATE.try_with(|s| s.get()).unwrap_or(DEAD);
+    if state == FRESH {
+        let heap = acquire_heap();
+        if heap.is_null() {
+            return null_mut();
+        }
+        let _ = CURRENT.try_with(|c| c.set(heap));
+        let _ = STATE.try_with(|s| s.set(ACTIVE));
+        // First touch registers the exit destructor. It may allocate (re-entering us, now
+        // with a heap). If TLS is already being torn down, registration fails: serve this one
+        // request and abandon the heap at once, as for a dead thread.
+        if EXIT.try_with(|_| ()).is_err() {
+            let _ = CURRENT.try_with(|c| c.set(null_mut()));
+            let _ = STATE.try_with(|s| s.set(DEAD));
+            // SAFETY: the heap is ours and we are done with it.
+            let p = unsafe { alloc_in::<ZERO>(heap, size) };
+            // SAFETY: as above.
+            unsafe { abandon(heap) };
+            return p;
+        }
+        // SAFETY: the heap is now this thread's.
+        return unsafe { alloc_in::<ZERO>(heap, size) };
+    }
+    // The thread is exiting (its heap was abandoned) or its TLS is gone: borrow a heap for this
+    // one allocation and abandon it again, so the block still comes from the arena and any
+    // thread can free it.
+    let heap = acquire_heap();
+    if heap.is_null() {
+        return null_mut();
+    }
+    // SAFETY: we popped the heap under the lock, so it is ours until we abandon it.
+    unsafe {
+        let p = alloc_in::<ZERO>(heap, size);
+        abandon(heap);
+        p
+    }
+}
+
+/// # Safety
+/// `heap` is used by the calling thread only; the head pool of `class` has no free block.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
+    // SAFETY: everything below touches only pools owned by `heap`, which is ours.
+    unsafe {
+        drain_queue(heap);
+        loop {
+            let pool = (*heap).classes[class];
+            if pool == sentinel() {
+                break;
+            }
+            collect_remote(pool);
+            if !(*pool).free.is_null() || (*pool).bump < (*pool).end {
+                return alloc_in::<ZERO>(heap, size);
+            }
+            unlink(heap, class, pool);
+            (*pool).full = true;
+        }
+        let mut pool = (*heap).empty;
+        if !pool.is_null() {
+            (*heap).empty = (*pool).next;
+            (*heap).empty_count -= 1;
+        } else {
+            pool = Locked::take().take_pool();
+            if pool.is_null() {
+                return null_mut();
+            }
+        }
+        Pool::assign(pool, class, heap.cast());
+        link_front(heap, class, pool);
+        alloc_in::<ZERO>(heap, size)
+    }
+}
+
+/// Owner: moves the pool's remote frees onto its free list (keeping it queued if it is).
+///
+/// # Safety
+/// `pool` is owned by the calling thread's heap.
+unsafe fn collect_remote(pool: *mut Pool) -> u32 {
+    // SAFETY: we own the pool; the taken blocks are ours.
+    unsafe {
+        let t = Pool::take_remote_keep_queued(pool);
+        if t.len > 0 {
+            (*t.tail).next = (*pool).free;
+            (*pool).free = t.head;
+            let u = &(*pool).used;
+            u.store(u.load(Ordering::Relaxed) - t.len, Ordering::Relaxed);
+        }
+        t.len
+    }
+}
+
+/// Owner: takes every pool off the heap's remote queue and reclaims its remote frees.
+///
+/// # Safety
+/// `heap` is used by the calling thread only.
+unsafe fn drain_queue(heap: *mut Heap) {
+    // SAFETY: the heap is ours; queued pools are owned by it and cannot be released while queued.
+    unsafe {
+        if (*heap).queue.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let mut pool = (*heap).queue.swap(null_mut(), Ordering::Acquire);
+        while !pool.is_null() {
+            let next = Pool::queue_link(pool).load(Ordering::Relaxed);
+            let t = Pool::take_remote_and_unqueue(pool);
+            if t.len > 0 {
+                (*t.tail).next = (*pool).free;
+                (*pool).free = t.head;
+                let u = &(*pool).used;
+                u.store(u.load(Ordering::Relaxed) - t.len, Ordering::Relaxed);
+            }
+            free_local_slow(heap, pool);
+            pool = next;
+        }
+    }
+}
+
+/// Owner, after a pool gained free blocks: relink it if it was full, retire it if empty.
+///
+/// # Safety
+/// `pool` is owned by `heap`, which the calling thread uses.
+unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: owner-only fields of our own pool and heap.
+    unsafe {
+        let class = (*pool).class.load(Ordering::Relaxed) as usize;
+        if (*pool).full && !(*pool).free.is_null() {
+            (*pool).full = false;
+            link_front(heap, class, pool);
+        }
+        if (*pool).used.load(Ordering::Relaxed) != 0 || (*pool).full || !Pool::remote_idle(pool) {
+            return;
+        }
+        // Empty. Keep it if it is the class's only pool with room (no thrash on alloc/free of
+        // a single block); otherwise cache it or give it back.
+        if (*heap).classes[class] == pool && (*pool).next.is_null() {
+            return;
+        }
+        unlink(heap, class, pool);
+        retire(heap, pool);
+    }
+}
+
+/// Puts an empty, unlinked pool into the heap's empty cache, or gives it back to its arena.
+///
+/// # Safety
+/// `pool` is owned by `heap`, unlinked, `used == 0`, remote word clear.
+unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: per the caller.
+    unsafe {
+        if (*heap).empty_count < EMPTY_CACHE {
+            (*pool).class.store(NO_CLASS, Ordering::Relaxed);
+            (*pool).next = (*heap).empty;
+            (*heap).empty = pool;
+            (*heap).empty_count += 1;
+        } else {
+            Locked::take().give_pool(pool);
+        }
+    }
+}
+
+/// # Safety
+/// `pool` is owned by `heap`, which the caller uses, and is in no list.
+unsafe fn link_front(heap: *mut Heap, class: usize, pool: *mut Pool) {
+    // SAFETY: owner-only list links.
+    unsafe {
+        let head = (*heap).classes[class];
+        (*pool).prev = null_mut();
+        if head == sentinel() {
+            (*pool).next = null_mut();
+        } else {
+            (*pool).next = head;
+            (*head).prev = pool;
+        }
+        (*heap).classes[class] = pool;
+    }
+}
+
+/// # Safety
+/// `pool` is in `heap`'s list for `class`.
+unsafe fn unlink(heap: *mut Heap, class: usize, pool: *mut Pool) {
+    // SAFETY: owner-only list links.
+    unsafe {
+        let (prev, next) = ((*pool).prev, (*pool).next);
+        if prev.is_null() {
+            (*heap).classes[class] = if next.is_null() { sentinel() } else { next };
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*pool).next = null_mut();
+        (*pool).prev = null_mut();
+    }
+}
+
+/// A free from a thread that does not own the block's pool.
+///
+/// # Safety
+/// `block` is a live block of `pool`; `heap` is the caller's heap or null.
+#[cold]
+#[inline(never)]
+unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: usize) {
+    if heap.is_null() {
+        ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
+    } else {
+        // SAFETY: the heap is ours.
+        unsafe { add_requested(heap, size.wrapping_neg()) };
+    }
+    // SAFETY: the block is live, so the pool's owner is stable until we publish the block; the
+    // owner heap is never unmapped. Once `push_remote` reports that we set QUEUED, the pool
+    // cannot be released until its owner pops it from the queue, which we push it onto here.
+    unsafe {
+        let owner = (*pool).owner.load(Ordering::Acquire).cast::<Heap>();
+        if Pool::push_remote(pool, block) {
+            let q = &(*owner).queue;
+            let link = Pool::queue_link(pool);
+            let mut head = q.load(Ordering::Relaxed);
+            loop {
+                link.store(head, Ordering::Relaxed);
+                match q.compare_exchange_weak(head, pool, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(h) => head = h,
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heap life cycle
+// ---------------------------------------------------------------------------------------------
+
+/// Pops an abandoned heap or makes a new one. Null when the OS refuses memory.
+fn acquire_heap() -> *mut Heap {
+    let heap = {
+        let mut locked = Locked::take();
+        let reg = registry(&mut locked);
+        if !reg.abandoned.is_null() {
+            let h = reg.abandoned;
+            // SAFETY: heaps on the abandoned list are live and guarded by the lock.
+            unsafe {
+                reg.abandoned = (*h).abandoned_next;
+                (*h).abandoned_next = null_mut();
+                (*h).abandoned = false;
+            }
+            h
+        } else {
+            new_heap(reg)
+        }
+    };
+    if !heap.is_null() && !FORK_HANDLERS.swap(true, Ordering::AcqRel) {
+        register_fork_handlers();
+    }
+    heap
+}
+
+fn new_heap(reg: &mut Registry) -> *mut Heap {
+    let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+    if reg.slab_left < size {
+        const SLAB: usize = 64 * 1024;
+        let slab = os::map_aligned(SLAB, 4096);
+        if slab.is_null() {
+            return null_mut();
+        }
+        reg.slab = slab;
+        reg.slab_left = SLAB;
+    }
+    let h = reg.slab.cast::<Heap>();
+    // SAFETY: the slab has `size` unused bytes at `reg.slab`, 64-aligned, ours alone.
+    unsafe {
+        reg.slab = reg.slab.add(size);
+        reg.slab_left -= size;
+        h.write(Heap {
+            classes: [sentinel(); CLASS_COUNT],
+            requested: AtomicUsize::new(0),
+            queue: AtomicPtr::new(null_mut()),
+            empty: null_mut(),
+            empty_count: 0,
+            all_next: reg.all,
+            abandoned_next: null_mut(),
+            abandoned: false,
+        });
+    }
+    reg.all = h;
+    reg.count += 1;
+    h
+}
+
+/// Gives back what the heap can spare and puts it on the abandoned list.
+///
+/// # Safety
+/// The caller was the heap's user and will not touch it again.
+unsafe fn abandon(heap: *mut Heap) {
+    // SAFETY: until we publish it on the abandoned list the heap is ours.
+    unsafe {
+        drain_queue(heap);
+        for class in 0..CLASS_COUNT {
+            let mut pool = (*heap).classes[class];
+            while pool != sentinel() && !pool.is_null() {
+                let next = (*pool).next;
+                if (*pool).used.load(Ordering::Relaxed) == 0 && Pool::remote_idle(pool) {
+                    unlink(heap, class, pool);
+                    Locked::take().give_pool(pool);
+                }
+                pool = next;
+            }
+        }
+        let mut locked = Locked::take();
+        while !(*heap).empty.is_null() {
+            let pool = (*heap).empty;
+            (*heap).empty = (*pool).next;
+            locked.give_pool(pool);
+        }
+        (*heap).empty_count = 0;
+        let reg = registry(&mut locked);
+        (*heap).abandoned = true;
+        (*heap).abandoned_next = reg.abandoned;
+        reg.abandoned = heap;
+    }
+}
+
+fn register_fork_handlers() {
+    #[cfg(not(miri))]
+    // SAFETY: the handlers are plain `extern "C"` functions valid for the life of the process.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+    }
+}
+
+extern "C" fn fork_prepare() {
+    crate::arena::LOCK.lock();
+}
+
+extern "C" fn fork_parent() {
+    crate::arena::LOCK.unlock();
+}
+
+extern "C" fn fork_child() {
+    // Only the forking thread survives: every other thread's heap is orphaned. Abandon them so
+    // later threads in the child adopt their pools, and the blocks the child inherited can be
+    // freed (they are remote frees into those pools).
+    let me = current();
+    // SAFETY: the prepare handler took the lock in this very thread before the fork, and the
+    // child has no other thread; we release it at the end.
+    unsafe {
+        let reg = &mut *REGISTRY.0.get();
+        let mut h = reg.all;
+        while !h.is_null() {
+            if h != me && !(*h).abandoned {
+                (*h).abandoned = true;
+                (*h).abandoned_next = reg.abandoned;
+                reg.abandoned = h;
+            }
+            h = (*h).all_next;
+        }
+    }
+    crate::arena::LOCK.reset_after_fork();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------------
+
+/// Fills the arena-side fields of `stats` while holding the lock. Allocates nothing.
+pub(crate) fn collect(stats: &mut crate::stats::Stats) {
+    let mut locked = Locked::take();
+    locked.for_each_pool(|pool| {
+        // SAFETY: pool headers of mapped arenas are readable under the lock; the fields read
+        // are atomics.
+        unsafe {
+            let class = (*pool).class.load(Ordering::Relaxed);
+            let owned = !(*pool).owner.load(Ordering::Relaxed).is_null();
+            if !owned {
+                stats.free_pools += 1;
+            } else if class == NO_CLASS {
+                stats.cached_pools += 1;
+            } else {
+                let c = class as usize;
+                let used = (*pool).used.load(Ordering::Relaxed);
+                let in_use = used.saturating_sub(Pool::remote_pending(pool)) as usize;
+                let cs = &mut stats.classes[c];
+                cs.pools += 1;
+                cs.blocks_in_use += in_use;
+                cs.free_blocks += Pool::capacity(c) - in_use;
+            }
+        }
+    });
+    let (mapped, peak) = locked.mapped();
+    stats.arenas_mapped = mapped;
+    stats.arenas_peak = peak;
+    let reg = registry(&mut locked);
+    let mut requested = ORPHAN_REQUESTED.load(Ordering::Relaxed);
+    let mut h = reg.all;
+    stats.heaps = reg.count;
+    while !h.is_null() {
+        // SAFETY: registered heaps are never unmapped; `requested` and the links are readable
+        // under the lock.
+        unsafe {
+            requested = requested.wrapping_add((*h).requested.load(Ordering::Relaxed));
+            if (*h).abandoned {
+                stats.heaps_abandoned += 1;
+            }
+            h = (*h).all_next;
+        }
+    }
+    stats.bytes_requested = requested;
+    stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
+}

@@ -1,0 +1,179 @@
+//! # smallarena
+//!
+//! A pymalloc-style small-object allocator for Rust programs. Requests of up to 512 bytes (with
+//! alignment up to 16) are served from 32 size classes, each carved out of 16 KiB pools inside
+//! 1 MiB arenas mapped straight from the OS, the layout CPython's obmalloc made famous. Each
+//! thread owns its pools, so allocation and free on the owning thread take no lock and no atomic
+//! read-modify-write; frees from other threads go through a lock-free list per pool. Bigger or
+//! more strictly aligned requests go to the system allocator.
+//!
+//! Install it with one line:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
+//!
+//! fn main() {
+//!     let words: Vec<String> = (0..1000).map(|i| format!("word {i}")).collect();
+//!     assert_eq!(words[999], "word 999");
+//!     assert_eq!(format!("{:?}", smallarena::mode()), "Arena");
+//!     let stats = smallarena::stats();
+//!     assert!(stats.blocks_in_use() >= 1000);
+//!     println!("{stats}");
+//! }
+//! ```
+//!
+//! ## Where things live
+//! - [`size_class`]: the 32 classes and which requests they serve.
+//! - `pool`: 16 KiB pools, their header, free list and lock-free remote-free list.
+//! - `arena`: 1 MiB arenas, the fullest-first pool supply, returning empty arenas to the OS.
+//! - `heap`: per-thread heaps, the fast paths, thread exit and adoption, `fork()`.
+//! - `os`: `mmap`/`munmap` (a heap-backed stand-in under Miri).
+//! - `system`: the libc allocator for large and over-aligned requests.
+//! - [`mode`](mod@mode): which allocator serves small requests, decided once per process.
+//! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
+//! - `sync`: the atomics and spin lock every shared word goes through.
+//!
+//! ## Guarantees
+//! The allocator never allocates through itself, never panics, returns null when the OS refuses
+//! memory, and keeps working in a child process after `fork()`.
+
+#![warn(missing_docs)]
+
+mod arena;
+mod heap;
+pub mod mode;
+mod os;
+mod pool;
+pub mod size_class;
+pub mod stats;
+mod sync;
+mod system;
+
+use core::alloc::{GlobalAlloc, Layout};
+pub use mode::{mode, Mode};
+pub use stats::{ClassStats, Stats};
+use size_class::is_small;
+
+/// The global allocator. A zero-sized handle: all state is process-wide.
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
+/// # fn main() { let _v = vec![1u8; 10]; }
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmallArena {
+    _private: (),
+}
+
+impl SmallArena {
+    /// The allocator handle, for a `#[global_allocator]` static.
+    pub const fn new() -> Self {
+        SmallArena { _private: () }
+    }
+}
+
+/// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
+/// allocates nothing while holding it.
+pub fn stats() -> Stats {
+    let mut s = Stats::empty();
+    heap::collect(&mut s);
+    s
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
+    if mode::decide_is_arena() {
+        return if zeroed { heap::alloc_zeroed(layout.size()) } else { heap::alloc(layout.size()) };
+    }
+    heap::account(layout.size());
+    if zeroed {
+        system::alloc_zeroed(layout)
+    } else {
+        system::alloc(layout)
+    }
+}
+
+#[inline(always)]
+fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
+    let p = if zeroed { system::alloc_zeroed(layout) } else { system::alloc(layout) };
+    if !p.is_null() {
+        heap::account(layout.size());
+    }
+    p
+}
+
+// SAFETY: small blocks come from pools that hand each block to one caller at a time, sized and
+// aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
+// with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
+// back unchanged, and the mode that decides small routing never changes once a block exists.
+unsafe impl GlobalAlloc for SmallArena {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_small(layout.size(), layout.align()) {
+            if mode::is_arena() {
+                return heap::alloc(layout.size());
+            }
+            return alloc_small_other(layout, false);
+        }
+        large_alloc(layout, false)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_small(layout.size(), layout.align()) {
+            if mode::is_arena() {
+                return heap::alloc_zeroed(layout.size());
+            }
+            return alloc_small_other(layout, true);
+        }
+        large_alloc(layout, true)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_small(layout.size(), layout.align()) && mode::is_arena() {
+            // SAFETY: the caller passes a live block from `alloc` with this layout; small layouts
+            // in arena mode were served by the heap.
+            unsafe { heap::free(ptr, layout.size()) };
+        } else {
+            heap::account(layout.size().wrapping_neg());
+            // SAFETY: every other block came from libc.
+            unsafe { system::free(ptr) };
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old_small = is_small(layout.size(), layout.align());
+        let new_small = is_small(new_size, layout.align());
+        let arena = mode::is_arena();
+        if arena && old_small && new_small {
+            if size_class::class_of(layout.size()) == size_class::class_of(new_size) {
+                heap::account(new_size.wrapping_sub(layout.size()));
+                return ptr;
+            }
+        } else if !(arena && (old_small || new_small)) {
+            // Both sides live in libc.
+            // SAFETY: the block is a live libc block with this layout.
+            let q = unsafe { system::realloc(ptr, layout, new_size) };
+            if !q.is_null() {
+                heap::account(new_size.wrapping_sub(layout.size()));
+            }
+            return q;
+        }
+        // Moving between the arena and libc, or between two arena classes.
+        // SAFETY: `realloc`'s contract guarantees the new layout is valid.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: forwarding the caller's valid layouts and live block.
+        unsafe {
+            let q = self.alloc(new_layout);
+            if !q.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            q
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The system allocator: large and over-aligned requests, and every request in `System` mode.
+//!
+//! glibc's `malloc` returns 16-byte-aligned memory on the 64-bit targets this crate supports, so
+//! alignments up to 16 use `malloc`/`calloc`/`realloc`; larger ones use `posix_memalign`.
+
+use core::alloc::Layout;
+use core::ptr::null_mut;
+
+const MALLOC_ALIGN: usize = 16;
+
+/// Allocates from libc. Null on failure.
+pub(crate) fn alloc(layout: Layout) -> *mut u8 {
+    if layout.align() <= MALLOC_ALIGN {
+        // SAFETY: malloc has no preconditions.
+        unsafe { libc::malloc(layout.size()).cast() }
+    } else {
+        let mut p = null_mut();
+        let align = layout.align().max(core::mem::size_of::<usize>());
+        // SAFETY: align is a power of two and a multiple of sizeof(void*), as required.
+        let rc = unsafe { libc::posix_memalign(&mut p, align, layout.size()) };
+        if rc == 0 {
+            p.cast()
+        } else {
+            null_mut()
+        }
+    }
+}
+
+/// Allocates zeroed memory from libc. Null on failure.
+pub(crate) fn alloc_zeroed(layout: Layout) -> *mut u8 {
+    if layout.align() <= MALLOC_ALIGN {
+        // SAFETY: calloc has no preconditions.
+        unsafe { libc::calloc(1, layout.size()).cast() }
+    } else {
+        let p = alloc(layout);
+        if !p.is_null() {
+            // SAFETY: p points to layout.size() writable bytes.
+            unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+}
+
+/// Frees memory from [`alloc`], [`alloc_zeroed`] or [`realloc`].
+///
+/// # Safety
+/// `p` came from this module and was not freed.
+pub(crate) unsafe fn free(p: *mut u8) {
+    // SAFETY: per the caller, p is a live libc allocation.
+    unsafe { libc::free(p.cast()) }
+}
+
+/// Resizes a libc block. Null on failure (the old block is then untouched).
+///
+/// # Safety
+/// `p` came from this module with `layout` and was not freed.
+pub(crate) unsafe fn realloc(p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    if layout.align() <= MALLOC_ALIGN {
+        // SAFETY: p is a live malloc block.
+        unsafe { libc::realloc(p.cast(), new_size).cast() }
+    } else {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let q = alloc(new_layout);
+        if !q.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least min(old, new) bytes long.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                free(p);
+            }
+        }
+        q
+    }
+}
