@@ -174,7 +174,10 @@ impl Locked {
                 (*a).free_pools = (*pool).next;
                 (*pool).next = null_mut();
             } else {
-                pool = a.cast::<u8>().add((*a).untouched * POOL_SIZE).cast::<Pool>();
+                pool = a
+                    .cast::<u8>()
+                    .add((*a).untouched * POOL_SIZE)
+                    .cast::<Pool>();
                 (*a).untouched += 1;
                 Pool::init_free(pool, true);
             }

@@ -36,7 +36,9 @@ const EMPTY_CACHE: usize = 4;
 ///   (unlinked, `full == true`), the empty cache (`class == NO_CLASS`).
 /// * `requested` is written only by the thread using the heap (load + store, no RMW); it is the
 ///   wrapping sum of bytes this heap's thread allocated minus bytes it freed.
-/// * Registry links (`all_next`, `abandoned_next`, `abandoned`) are guarded by the lock.
+/// * Registry links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
+///   only under the lock, and read without it by remote freers (see [`RECLAIM`]).
+/// * While abandoned, the heap and its pools are touched only under the lock.
 #[repr(C)]
 pub struct Heap {
     classes: [*mut Pool; CLASS_COUNT],
@@ -46,7 +48,7 @@ pub struct Heap {
     empty_count: usize,
     all_next: *mut Heap,
     abandoned_next: *mut Heap,
-    abandoned: bool,
+    abandoned: AtomicBool,
 }
 
 struct Sentinel(UnsafeCell<Pool>);
@@ -86,6 +88,15 @@ fn registry(_proof: &mut Locked) -> &mut Registry {
 /// Bytes requested by threads that had no heap when they freed or allocated large blocks.
 static ORPHAN_REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+/// Set when a remote free queued a pool on an abandoned heap: the next thread that takes the lock
+/// on a slow path drains the abandoned heaps' queues, so memory freed into a dead thread's pools
+/// goes back to the arenas even if no thread ever adopts that heap.
+///
+/// Protocol (a Dekker pair, hence `SeqCst` on both sides): a remote freer pushes onto the queue,
+/// then loads `abandoned`; [`abandon`] stores `abandoned`, then drains the queue again. Either the
+/// abandoning thread sees the push, or the freer sees the flag and sets `RECLAIM`.
+static RECLAIM: AtomicBool = AtomicBool::new(false);
 
 const FRESH: u8 = 0;
 const ACTIVE: u8 = 1;
@@ -196,7 +207,7 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
             (*pool).used.store(used, Ordering::Relaxed);
             add_requested(heap, size.wrapping_neg());
             if used == 0 || (*pool).full {
-                free_local_slow(heap, pool);
+                free_local_slow(heap, pool, None);
             }
         } else {
             free_remote(heap, pool, block, size);
@@ -221,7 +232,10 @@ pub(crate) fn account(delta: usize) {
 unsafe fn add_requested(heap: *mut Heap, delta: usize) {
     // SAFETY: only the thread using the heap writes `requested` (type invariant).
     let r = unsafe { &(*heap).requested };
-    r.store(r.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+    r.store(
+        r.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
 }
 
 /// # Safety
@@ -285,7 +299,7 @@ fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
     // SAFETY: everything below touches only pools owned by `heap`, which is ours.
     unsafe {
-        drain_queue(heap);
+        drain_queue(heap, None);
         loop {
             let pool = (*heap).classes[class];
             if pool == sentinel() {
@@ -303,7 +317,10 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
             (*heap).empty = (*pool).next;
             (*heap).empty_count -= 1;
         } else {
-            pool = Locked::take().take_pool();
+            let mut locked = Locked::take();
+            reclaim_abandoned(&mut locked);
+            pool = locked.take_pool();
+            drop(locked);
             if pool.is_null() {
                 return null_mut();
             }
@@ -334,15 +351,18 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
 
 /// Owner: takes every pool off the heap's remote queue and reclaims its remote frees.
 ///
+/// `locked` is `Some` when the heap is abandoned (we hold the lock): pools that become empty go
+/// straight back to their arena.
+///
 /// # Safety
-/// `heap` is used by the calling thread only.
-unsafe fn drain_queue(heap: *mut Heap) {
+/// `heap` is used by the calling thread only (or abandoned, and `locked` is `Some`).
+unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
     // SAFETY: the heap is ours; queued pools are owned by it and cannot be released while queued.
     unsafe {
-        if (*heap).queue.load(Ordering::Relaxed).is_null() {
+        if (*heap).queue.load(Ordering::SeqCst).is_null() {
             return;
         }
-        let mut pool = (*heap).queue.swap(null_mut(), Ordering::Acquire);
+        let mut pool = (*heap).queue.swap(null_mut(), Ordering::SeqCst);
         while !pool.is_null() {
             let next = Pool::queue_link(pool).load(Ordering::Relaxed);
             let t = Pool::take_remote_and_unqueue(pool);
@@ -352,7 +372,7 @@ unsafe fn drain_queue(heap: *mut Heap) {
                 let u = &(*pool).used;
                 u.store(u.load(Ordering::Relaxed) - t.len, Ordering::Relaxed);
             }
-            free_local_slow(heap, pool);
+            free_local_slow(heap, pool, locked.as_deref_mut());
             pool = next;
         }
     }
@@ -360,9 +380,14 @@ unsafe fn drain_queue(heap: *mut Heap) {
 
 /// Owner, after a pool gained free blocks: relink it if it was full, retire it if empty.
 ///
+/// With `locked` (an abandoned heap, lock held), an empty pool goes straight to its arena.
+///
 /// # Safety
-/// `pool` is owned by `heap`, which the calling thread uses.
-unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool) {
+/// `pool` is owned by `heap`, which the calling thread uses (or which is abandoned, and `locked`
+/// is `Some`).
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool, locked: Option<&mut Locked>) {
     // SAFETY: owner-only fields of our own pool and heap.
     unsafe {
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
@@ -375,11 +400,36 @@ unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool) {
         }
         // Empty. Keep it if it is the class's only pool with room (no thrash on alloc/free of
         // a single block); otherwise cache it or give it back.
-        if (*heap).classes[class] == pool && (*pool).next.is_null() {
-            return;
+        unlink_or_keep(heap, class, pool, locked);
+    }
+}
+
+/// An empty pool in a class list: keep it if it is the class's only pool with room and the heap
+/// is live (no thrash on alloc/free of a single block); otherwise cache it or give it back.
+///
+/// # Safety
+/// As for [`free_local_slow`]; `pool` is empty and in `heap`'s list for `class`.
+unsafe fn unlink_or_keep(
+    heap: *mut Heap,
+    class: usize,
+    pool: *mut Pool,
+    locked: Option<&mut Locked>,
+) {
+    // SAFETY: per the caller.
+    unsafe {
+        match locked {
+            Some(locked) => {
+                unlink(heap, class, pool);
+                locked.give_pool(pool);
+            }
+            None => {
+                if (*heap).classes[class] == pool && (*pool).next.is_null() {
+                    return;
+                }
+                unlink(heap, class, pool);
+                retire(heap, pool);
+            }
         }
-        unlink(heap, class, pool);
-        retire(heap, pool);
     }
 }
 
@@ -461,10 +511,13 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
             let mut head = q.load(Ordering::Relaxed);
             loop {
                 link.store(head, Ordering::Relaxed);
-                match q.compare_exchange_weak(head, pool, Ordering::Release, Ordering::Relaxed) {
+                match q.compare_exchange_weak(head, pool, Ordering::SeqCst, Ordering::Relaxed) {
                     Ok(_) => break,
                     Err(h) => head = h,
                 }
+            }
+            if (*owner).abandoned.load(Ordering::SeqCst) {
+                RECLAIM.store(true, Ordering::SeqCst);
             }
         }
     }
@@ -485,7 +538,7 @@ fn acquire_heap() -> *mut Heap {
             unsafe {
                 reg.abandoned = (*h).abandoned_next;
                 (*h).abandoned_next = null_mut();
-                (*h).abandoned = false;
+                (*h).abandoned.store(false, Ordering::SeqCst);
             }
             h
         } else {
@@ -522,7 +575,7 @@ fn new_heap(reg: &mut Registry) -> *mut Heap {
             empty_count: 0,
             all_next: reg.all,
             abandoned_next: null_mut(),
-            abandoned: false,
+            abandoned: AtomicBool::new(false),
         });
     }
     reg.all = h;
@@ -535,21 +588,22 @@ fn new_heap(reg: &mut Registry) -> *mut Heap {
 /// # Safety
 /// The caller was the heap's user and will not touch it again.
 unsafe fn abandon(heap: *mut Heap) {
-    // SAFETY: until we publish it on the abandoned list the heap is ours.
+    let mut locked = Locked::take();
+    // SAFETY: until we publish it on the abandoned list the heap is ours; after that we still
+    // hold the lock, under which abandoned heaps are touched.
     unsafe {
-        drain_queue(heap);
+        drain_queue(heap, Some(&mut locked));
         for class in 0..CLASS_COUNT {
             let mut pool = (*heap).classes[class];
-            while pool != sentinel() && !pool.is_null() {
+            while pool != sentinel() {
                 let next = (*pool).next;
                 if (*pool).used.load(Ordering::Relaxed) == 0 && Pool::remote_idle(pool) {
                     unlink(heap, class, pool);
-                    Locked::take().give_pool(pool);
+                    locked.give_pool(pool);
                 }
-                pool = next;
+                pool = if next.is_null() { sentinel() } else { next };
             }
         }
-        let mut locked = Locked::take();
         while !(*heap).empty.is_null() {
             let pool = (*heap).empty;
             (*heap).empty = (*pool).next;
@@ -557,9 +611,29 @@ unsafe fn abandon(heap: *mut Heap) {
         }
         (*heap).empty_count = 0;
         let reg = registry(&mut locked);
-        (*heap).abandoned = true;
         (*heap).abandoned_next = reg.abandoned;
         reg.abandoned = heap;
+        (*heap).abandoned.store(true, Ordering::SeqCst);
+        // The other half of the RECLAIM protocol: frees that queued a pool before they could see
+        // the flag are drained here.
+        drain_queue(heap, Some(&mut locked));
+    }
+    reclaim_abandoned(&mut locked);
+}
+
+/// Drains the remote queues of abandoned heaps if a remote free asked for it (see [`RECLAIM`]).
+fn reclaim_abandoned(locked: &mut Locked) {
+    if !RECLAIM.load(Ordering::Relaxed) || !RECLAIM.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let mut h = registry(locked).abandoned;
+    while !h.is_null() {
+        // SAFETY: heaps on the abandoned list are live and touched only under the lock, which we
+        // hold.
+        unsafe {
+            drain_queue(h, Some(locked));
+            h = (*h).abandoned_next;
+        }
     }
 }
 
@@ -590,14 +664,15 @@ extern "C" fn fork_child() {
         let reg = &mut *REGISTRY.0.get();
         let mut h = reg.all;
         while !h.is_null() {
-            if h != me && !(*h).abandoned {
-                (*h).abandoned = true;
+            if h != me && !(*h).abandoned.load(Ordering::Relaxed) {
+                (*h).abandoned.store(true, Ordering::Relaxed);
                 (*h).abandoned_next = reg.abandoned;
                 reg.abandoned = h;
             }
             h = (*h).all_next;
         }
     }
+    RECLAIM.store(true, Ordering::Relaxed);
     crate::arena::LOCK.reset_after_fork();
 }
 
@@ -641,7 +716,7 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
         // under the lock.
         unsafe {
             requested = requested.wrapping_add((*h).requested.load(Ordering::Relaxed));
-            if (*h).abandoned {
+            if (*h).abandoned.load(Ordering::Relaxed) {
                 stats.heaps_abandoned += 1;
             }
             h = (*h).all_next;

@@ -52,8 +52,8 @@ mod system;
 
 use core::alloc::{GlobalAlloc, Layout};
 pub use mode::{mode, Mode};
-pub use stats::{ClassStats, Stats};
 use size_class::is_small;
+pub use stats::{ClassStats, Stats};
 
 /// The global allocator. A zero-sized handle: all state is process-wide.
 ///
@@ -86,7 +86,11 @@ pub fn stats() -> Stats {
 #[inline(never)]
 fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
     if mode::decide_is_arena() {
-        return if zeroed { heap::alloc_zeroed(layout.size()) } else { heap::alloc(layout.size()) };
+        return if zeroed {
+            heap::alloc_zeroed(layout.size())
+        } else {
+            heap::alloc(layout.size())
+        };
     }
     heap::account(layout.size());
     if zeroed {
@@ -98,7 +102,11 @@ fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
 
 #[inline(always)]
 fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
-    let p = if zeroed { system::alloc_zeroed(layout) } else { system::alloc(layout) };
+    let p = if zeroed {
+        system::alloc_zeroed(layout)
+    } else {
+        system::alloc(layout)
+    };
     if !p.is_null() {
         heap::account(layout.size());
     }

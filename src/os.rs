@@ -95,4 +95,3 @@ pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: the caller hands back exactly what map_aligned produced with this layout.
     unsafe { System.dealloc(p, l) }
 }
-

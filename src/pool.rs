@@ -263,14 +263,22 @@ pub struct Taken {
 }
 
 impl Taken {
-    const NONE: Taken = Taken { head: null_mut(), tail: null_mut(), len: 0 };
+    const NONE: Taken = Taken {
+        head: null_mut(),
+        tail: null_mut(),
+        len: 0,
+    };
 
     /// Walks a list to find its tail and length.
     ///
     /// # Safety
     /// `list` is a well-formed null-terminated list of blocks owned by the caller.
     unsafe fn walk(list: *mut Block) -> Taken {
-        let mut t = Taken { head: list, tail: null_mut(), len: 0 };
+        let mut t = Taken {
+            head: list,
+            tail: null_mut(),
+            len: 0,
+        };
         let mut cur = list;
         while !cur.is_null() {
             t.len += 1;

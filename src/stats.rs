@@ -88,14 +88,36 @@ impl fmt::Display for Stats {
                 i, c.block_size, c.pools, c.blocks_in_use, c.free_blocks
             )?;
         }
-        let in_use_bytes: usize = self.classes.iter().map(|c| c.blocks_in_use * c.block_size).sum();
+        let in_use_bytes: usize = self
+            .classes
+            .iter()
+            .map(|c| c.blocks_in_use * c.block_size)
+            .sum();
         writeln!(f)?;
-        writeln!(f, "# arenas mapped now / peak     = {} / {}", self.arenas_mapped, self.arenas_peak)?;
+        writeln!(
+            f,
+            "# arenas mapped now / peak     = {} / {}",
+            self.arenas_mapped, self.arenas_peak
+        )?;
         writeln!(f, "# bytes mapped                 = {}", self.bytes_mapped)?;
-        writeln!(f, "# pools in use / cached / free = {} / {} / {}", self.pools_in_use(), self.cached_pools, self.free_pools)?;
+        writeln!(
+            f,
+            "# pools in use / cached / free = {} / {} / {}",
+            self.pools_in_use(),
+            self.cached_pools,
+            self.free_pools
+        )?;
         writeln!(f, "# bytes in small blocks        = {}", in_use_bytes)?;
-        writeln!(f, "# bytes requested in use       = {}", self.bytes_requested)?;
+        writeln!(
+            f,
+            "# bytes requested in use       = {}",
+            self.bytes_requested
+        )?;
         writeln!(f, "# pool size                    = {}", POOL_SIZE)?;
-        write!(f, "# heaps (abandoned)            = {} ({})", self.heaps, self.heaps_abandoned)
+        write!(
+            f,
+            "# heaps (abandoned)            = {} ({})",
+            self.heaps, self.heaps_abandoned
+        )
     }
 }

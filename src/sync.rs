@@ -5,7 +5,9 @@
 //! changing. The spin lock guards only slow paths (arena bookkeeping, the heap registry); the
 //! allocation and free fast paths never take it.
 
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 /// A test-and-test-and-set spin lock that yields the CPU while it waits.
 ///
@@ -19,7 +21,9 @@ pub(crate) struct SpinLock {
 impl SpinLock {
     /// An unlocked lock.
     pub(crate) const fn new() -> Self {
-        SpinLock { locked: AtomicBool::new(false) }
+        SpinLock {
+            locked: AtomicBool::new(false),
+        }
     }
 
     /// Spins (yielding to the scheduler) until the lock is ours.

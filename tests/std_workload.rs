@@ -20,7 +20,10 @@ fn collections_strings_formatting() {
         map.entry(format!("key-{}", i % 1500)).or_default().push(i);
     }
     assert_eq!(map.len(), 1500);
-    let total: u64 = map.values().map(|v| v.iter().map(|&x| x as u64).sum::<u64>()).sum();
+    let total: u64 = map
+        .values()
+        .map(|v| v.iter().map(|&x| x as u64).sum::<u64>())
+        .sum();
     assert_eq!(total, (0..20_000u64).sum());
     let mut tree = BTreeMap::new();
     for (k, v) in &map {
@@ -41,7 +44,10 @@ fn collections_strings_formatting() {
     for i in 0..2000 {
         grow.push_str(&i.to_string());
     }
-    assert_eq!(grow.len(), (0..2000).map(|i: i32| i.to_string().len()).sum::<usize>());
+    assert_eq!(
+        grow.len(),
+        (0..2000).map(|i: i32| i.to_string().len()).sum::<usize>()
+    );
 }
 
 #[test]

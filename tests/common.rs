@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests (included with `mod common;`).
+#![allow(dead_code)]
+
+/// A small deterministic PRNG (xorshift64*), so tests need no extra crates and replay exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The byte pattern a block of `size` bytes at `addr` carries.
+pub fn pattern(addr: usize, size: usize, i: usize) -> u8 {
+    (addr ^ (addr >> 8) ^ size ^ i.wrapping_mul(31)) as u8
+}
+
+/// Fills a block with its pattern.
+///
+/// # Safety
+/// `p` points to `size` writable bytes.
+pub unsafe fn fill(p: *mut u8, size: usize) {
+    for i in 0..size {
+        unsafe { p.add(i).write(pattern(p as usize, size, i)) };
+    }
+}
+
+/// Checks a block still carries its pattern; panics naming the first bad byte.
+///
+/// # Safety
+/// `p` points to `size` readable bytes.
+pub unsafe fn check(p: *const u8, size: usize) {
+    for i in 0..size {
+        let got = unsafe { p.add(i).read() };
+        let want = pattern(p as usize, size, i);
+        assert_eq!(got, want, "block {p:p} size {size}: byte {i} corrupted");
+    }
+}
