@@ -442,6 +442,8 @@ unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
     unsafe {
         if (*heap).empty_count < EMPTY_CACHE {
             (*pool).class.store(NO_CLASS, Ordering::Relaxed);
+            // Its blocks were handed out: no longer known to be zero.
+            (*pool).fresh = false;
             (*pool).next = (*heap).empty;
             (*heap).empty = pool;
             (*heap).empty_count += 1;
@@ -645,14 +647,17 @@ fn register_fork_handlers() {
     }
 }
 
+#[cfg(not(miri))]
 extern "C" fn fork_prepare() {
     crate::arena::LOCK.lock();
 }
 
+#[cfg(not(miri))]
 extern "C" fn fork_parent() {
     crate::arena::LOCK.unlock();
 }
 
+#[cfg(not(miri))]
 extern "C" fn fork_child() {
     // Only the forking thread survives: every other thread's heap is orphaned. Abandon them so
     // later threads in the child adopt their pools, and the blocks the child inherited can be

@@ -49,6 +49,8 @@ pub mod size_class;
 pub mod stats;
 mod sync;
 mod system;
+#[cfg(test)]
+mod tests;
 
 use core::alloc::{GlobalAlloc, Layout};
 pub use mode::{mode, Mode};

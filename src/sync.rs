@@ -55,6 +55,7 @@ impl SpinLock {
 
     /// Resets the lock to unlocked in a child process after `fork()`, where the thread that
     /// took it in the prepare handler is the only thread left.
+    #[cfg(not(miri))]
     pub(crate) fn reset_after_fork(&self) {
         self.locked.store(false, Ordering::Relaxed);
     }

@@ -1,0 +1,209 @@
+//! Unit tests of the pool, heap and arena logic, driven through the crate-internal entry points
+//! (no `#[global_allocator]`), small enough to run under Miri:
+//! `cargo +nightly miri test --lib`. Each test uses its own size classes, so tests running in
+//! parallel do not disturb each other's per-class counters.
+
+use crate::heap;
+use crate::pool::{Pool, POOL_HEADER, POOL_SIZE};
+use crate::size_class::{block_size, class_of};
+use std::collections::HashSet;
+
+/// A block pointer that may cross threads (the tests hand blocks to other threads to free).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Ptr(*mut u8);
+// SAFETY: the allocator's blocks may be freed from any thread; the tests never share one block
+// between two threads at once.
+unsafe impl Send for Ptr {}
+
+fn in_use(class: usize) -> usize {
+    crate::stats().classes[class].blocks_in_use
+}
+
+/// Enough blocks to fill a few pools under native runs, fewer under Miri.
+fn count(class: usize) -> usize {
+    let per_pool = (POOL_SIZE - POOL_HEADER) / block_size(class);
+    if cfg!(miri) {
+        per_pool + 3
+    } else {
+        3 * per_pool + 7
+    }
+}
+
+#[test]
+fn blocks_are_distinct_aligned_and_inside_their_pool() {
+    let size = 200; // class 12
+    let class = class_of(size);
+    let base = in_use(class);
+    let n = count(class);
+    let mut seen = HashSet::new();
+    let mut blocks = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = heap::alloc(size);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % 16, 0);
+        let pool = Pool::of(p) as usize;
+        let off = p as usize - pool;
+        assert!(off >= POOL_HEADER && off + block_size(class) <= POOL_SIZE);
+        assert_eq!((off - POOL_HEADER) % block_size(class), 0);
+        assert!(seen.insert(p as usize), "block {p:p} handed out twice");
+        // SAFETY: the block is ours and `size` bytes long.
+        unsafe { p.write_bytes(i as u8, size) };
+        blocks.push(p);
+    }
+    assert_eq!(in_use(class), base + n);
+    for (i, &p) in blocks.iter().enumerate() {
+        // SAFETY: still ours.
+        let s = unsafe { core::slice::from_raw_parts(p, size) };
+        assert!(s.iter().all(|&b| b == i as u8), "block {i} was overwritten");
+        // SAFETY: allocated above with this size, freed once.
+        unsafe { heap::free(p, size) };
+    }
+    assert_eq!(in_use(class), base);
+}
+
+#[test]
+fn freed_blocks_are_reused_lifo_on_the_owning_thread() {
+    let size = 40; // class 2
+    let a = heap::alloc(size);
+    let b = heap::alloc(size);
+    // SAFETY: live blocks of this size.
+    unsafe {
+        heap::free(a, size);
+        heap::free(b, size);
+    }
+    let c = heap::alloc(size);
+    let d = heap::alloc(size);
+    assert_eq!((c, d), (b, a));
+    // SAFETY: live blocks of this size.
+    unsafe {
+        heap::free(c, size);
+        heap::free(d, size);
+    }
+}
+
+#[test]
+fn zeroed_allocation_after_dirty_reuse() {
+    let size = 300; // class 18
+    let n = count(class_of(size));
+    let dirty: Vec<*mut u8> = (0..n)
+        .map(|_| {
+            let p = heap::alloc(size);
+            // SAFETY: ours, `size` bytes.
+            unsafe { p.write_bytes(0xEE, size) };
+            p
+        })
+        .collect();
+    for &p in &dirty {
+        // SAFETY: live, this size.
+        unsafe { heap::free(p, size) };
+    }
+    let clean: Vec<*mut u8> = (0..n).map(|_| heap::alloc_zeroed(size)).collect();
+    for &p in &clean {
+        // SAFETY: ours.
+        let s = unsafe { core::slice::from_raw_parts(p, size) };
+        assert!(s.iter().all(|&b| b == 0));
+    }
+    for p in clean {
+        // SAFETY: live, this size.
+        unsafe { heap::free(p, size) };
+    }
+}
+
+/// Blocks freed by other threads go onto the remote lists and come back to the owner exactly
+/// once: none is lost (the counters return to the baseline) and, when the owner allocates again,
+/// no block is handed out twice and the emptied pools are reused rather than new ones taken.
+#[test]
+fn remote_frees_come_back_exactly_once() {
+    let size = 100; // class 6
+    let class = class_of(size);
+    let base = in_use(class);
+    let n = count(class);
+    let blocks: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+    let pools_at_peak = crate::stats().classes[class].pools;
+    let halves: Vec<Vec<Ptr>> = blocks.chunks(n.div_ceil(2)).map(|c| c.to_vec()).collect();
+    let handles: Vec<_> = halves
+        .into_iter()
+        .map(|half| {
+            std::thread::spawn(move || {
+                for p in half {
+                    // SAFETY: each block is freed by exactly one thread, once.
+                    unsafe { heap::free(p.0, size) };
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(in_use(class), base, "remote frees not counted");
+    let again: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+    let set: HashSet<Ptr> = again.iter().copied().collect();
+    assert_eq!(set.len(), n, "a block was handed out twice");
+    let s = crate::stats();
+    assert_eq!(s.classes[class].blocks_in_use, base + n);
+    assert!(
+        s.classes[class].pools <= pools_at_peak,
+        "remotely freed pools were not reused: {} pools, {} at the first peak",
+        s.classes[class].pools,
+        pools_at_peak
+    );
+    for p in again {
+        // SAFETY: live, this size.
+        unsafe { heap::free(p.0, size) };
+    }
+    assert_eq!(in_use(class), base);
+}
+
+/// A thread exits holding blocks; another thread frees them into its abandoned heap; the
+/// pools go back to the arena (via the reclaim protocol or adoption) and nothing is lost.
+#[test]
+fn blocks_of_exited_threads_are_freed_and_reclaimed() {
+    let size = 480; // class 29
+    let class = class_of(size);
+    let base = in_use(class);
+    let n = count(class);
+    let left: Vec<Ptr> = std::thread::spawn(move || {
+        let v: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+        for &p in &v {
+            // SAFETY: ours, `size` bytes.
+            unsafe { p.0.write_bytes(0x5A, size) };
+        }
+        v
+    })
+    .join()
+    .unwrap();
+    assert_eq!(in_use(class), base + n);
+    for &p in &left {
+        // SAFETY: the blocks are live; the heap that owns them is abandoned.
+        let s = unsafe { core::slice::from_raw_parts(p.0, size) };
+        assert!(s.iter().all(|&b| b == 0x5A));
+        // SAFETY: freed once, by us.
+        unsafe { heap::free(p.0, size) };
+    }
+    assert_eq!(in_use(class), base);
+    // A later thread's exit (or its pool refill) drains the abandoned heap's queue.
+    std::thread::spawn(move || {
+        let p = heap::alloc(size);
+        // SAFETY: live, this size.
+        unsafe { heap::free(p, size) };
+    })
+    .join()
+    .unwrap();
+    let s = crate::stats();
+    assert_eq!(s.classes[class].blocks_in_use, base);
+    assert!(
+        s.classes[class].pools <= 2,
+        "{} pools of class {class} still owned",
+        s.classes[class].pools
+    );
+}
+
+#[test]
+fn stats_display_is_a_readable_table() {
+    let p = heap::alloc(500);
+    let text = crate::stats().to_string();
+    assert!(text.contains("class"), "{text}");
+    assert!(text.contains("arenas mapped"), "{text}");
+    // SAFETY: live, this size.
+    unsafe { heap::free(p, 500) };
+}

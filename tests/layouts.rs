@@ -1,0 +1,137 @@
+//! Every alignment from 1 to 4096 at sizes on both sides of the 512-byte boundary, `realloc` in
+//! place and across classes and the boundary, and `alloc_zeroed` on recycled (dirty) blocks.
+
+mod common;
+use common::{check, fill, pattern};
+use std::alloc::{GlobalAlloc, Layout};
+
+#[global_allocator]
+static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
+
+const SIZES: [usize; 12] = [1, 7, 16, 17, 100, 255, 496, 511, 512, 513, 1000, 5000];
+
+#[test]
+fn every_alignment_is_honoured() {
+    let mut live = Vec::new();
+    for shift in 0..=12 {
+        let align = 1usize << shift;
+        for &size in &SIZES {
+            for zeroed in [false, true] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                let p = unsafe {
+                    if zeroed {
+                        GLOBAL.alloc_zeroed(layout)
+                    } else {
+                        GLOBAL.alloc(layout)
+                    }
+                };
+                assert!(!p.is_null(), "{layout:?}");
+                assert_eq!(p as usize % align, 0, "{layout:?} gave {p:p}");
+                if zeroed {
+                    let s = unsafe { std::slice::from_raw_parts(p, size) };
+                    assert!(s.iter().all(|&b| b == 0), "{layout:?} not zeroed");
+                }
+                unsafe { fill(p, size) };
+                live.push((p, layout));
+            }
+        }
+    }
+    for (p, layout) in live {
+        unsafe { check(p, layout.size()) };
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+}
+
+#[test]
+fn zeroed_blocks_are_zero_even_when_recycled() {
+    for size in (16..=512).step_by(16) {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // Dirty a batch of blocks, free them, then ask for zeroed ones: they reuse the dirty blocks.
+        let dirty: Vec<_> = (0..64)
+            .map(|_| unsafe {
+                let p = GLOBAL.alloc(layout);
+                p.write_bytes(0xA5, size);
+                p
+            })
+            .collect();
+        for &p in &dirty {
+            unsafe { GLOBAL.dealloc(p, layout) };
+        }
+        let clean: Vec<_> = (0..64)
+            .map(|_| unsafe { GLOBAL.alloc_zeroed(layout) })
+            .collect();
+        for &p in &clean {
+            let s = unsafe { std::slice::from_raw_parts(p, size) };
+            assert!(
+                s.iter().all(|&b| b == 0),
+                "size {size}: recycled block not zeroed"
+            );
+        }
+        let reused = clean.iter().filter(|p| dirty.contains(p)).count();
+        assert!(
+            reused > 0,
+            "size {size}: the test did not exercise recycled blocks"
+        );
+        for p in clean {
+            unsafe { GLOBAL.dealloc(p, layout) };
+        }
+    }
+}
+
+/// Grows then shrinks one block through every size from 1 to 1100 and back, checking the
+/// content survives each move; within a class the block must not move.
+#[test]
+fn realloc_keeps_content_across_classes_and_the_boundary() {
+    for align in [1, 8, 16, 32, 64] {
+        let mut layout = Layout::from_size_align(1, align).unwrap();
+        let mut p = unsafe { GLOBAL.alloc(layout) };
+        unsafe { p.write(pattern(0, 0, 0)) };
+        let mut sizes: Vec<usize> = (2..=1100).collect();
+        sizes.extend((1..1100).rev());
+        for new_size in sizes {
+            let q = unsafe { GLOBAL.realloc(p, layout, new_size) };
+            assert!(!q.is_null());
+            assert_eq!(q as usize % align, 0);
+            let kept = layout.size().min(new_size);
+            for i in 0..kept {
+                assert_eq!(
+                    unsafe { q.add(i).read() },
+                    pattern(0, 0, i),
+                    "align {align} size {new_size} byte {i}"
+                );
+            }
+            let same_class = align <= 16
+                && layout.size() <= 512
+                && new_size <= 512
+                && (layout.size() - 1) / 16 == (new_size - 1) / 16;
+            if same_class {
+                assert_eq!(
+                    q,
+                    p,
+                    "realloc {} -> {new_size} moved within a class",
+                    layout.size()
+                );
+            }
+            for i in kept..new_size {
+                unsafe { q.add(i).write(pattern(0, 0, i)) };
+            }
+            p = q;
+            layout = Layout::from_size_align(new_size, align).unwrap();
+        }
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+}
+
+#[test]
+fn huge_requests_fail_with_null_not_a_crash() {
+    let layout = Layout::from_size_align(isize::MAX as usize - 4095, 4096).unwrap();
+    let p = unsafe { GLOBAL.alloc(layout) };
+    assert!(p.is_null());
+    let small = Layout::from_size_align(64, 8).unwrap();
+    let p = unsafe { GLOBAL.alloc(small) };
+    assert!(!p.is_null());
+    let q = unsafe { GLOBAL.realloc(p, small, isize::MAX as usize - 4095) };
+    assert!(q.is_null(), "realloc to an impossible size must fail");
+    // The original block is still ours and intact after a failed realloc.
+    unsafe { GLOBAL.dealloc(p, small) };
+}
