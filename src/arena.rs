@@ -70,6 +70,11 @@ impl Locked {
         Locked(())
     }
 
+    /// Takes the lock if nobody holds it, without waiting.
+    pub(crate) fn try_take() -> Option<Locked> {
+        LOCK.try_lock().then_some(Locked(()))
+    }
+
     fn state(&mut self) -> &mut State {
         // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
         unsafe { &mut *STATE.0.get() }

@@ -520,6 +520,15 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
             }
             if (*owner).abandoned.load(Ordering::SeqCst) {
                 RECLAIM.store(true, Ordering::SeqCst);
+                // Nobody runs the owner's slow paths any more: reclaim its queue now if the
+                // lock is free (never wait for it here), so memory freed into a dead thread's
+                // pools goes back to the arenas promptly. Adoption clears `abandoned` under the
+                // lock, so if it is still set while we hold the lock, the heap is ours to drain.
+                if let Some(mut locked) = Locked::try_take() {
+                    if (*owner).abandoned.load(Ordering::Relaxed) {
+                        drain_queue(owner, Some(&mut locked));
+                    }
+                }
             }
         }
     }

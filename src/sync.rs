@@ -48,6 +48,15 @@ impl SpinLock {
         }
     }
 
+    /// Takes the lock if it is free, without waiting.
+    pub(crate) fn try_lock(&self) -> bool {
+        !self.locked.load(Ordering::Relaxed)
+            && self
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// Releases the lock. Only the holder may call this.
     pub(crate) fn unlock(&self) {
         self.locked.store(false, Ordering::Release);

@@ -51,7 +51,12 @@ fn fork_while_threads_allocate() {
                 .all(|(i, s)| s.ends_with(&format!(" {i}")));
             drop(mine);
             // A thread in the child, too.
-            let t = std::thread::spawn(|| (0..1000).map(|i| vec![i as u8; 100]).count());
+            let t = std::thread::spawn(|| {
+                (0..1000)
+                    .map(|i| vec![i as u8; 100])
+                    .filter(|v| v[99] == v[0])
+                    .count()
+            });
             ok &= t.join().map(|n| n == 1000).unwrap_or(false);
             unsafe {
                 let p = alloc(layout);
