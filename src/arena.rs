@@ -128,6 +128,9 @@ impl Locked {
         if base.is_null() {
             return null_mut();
         }
+        // Annotate mode: the whole arena is allocator memory memcheck must not let the program
+        // touch; blocks become accessible one by one as they are handed out.
+        crate::valgrind::hide(base, ARENA_SIZE);
         let a = base.cast::<Arena>();
         let all = self.state().all;
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.

@@ -117,6 +117,7 @@ impl Drop for ExitGuard {
         let _ = CURRENT.try_with(|c| c.set(null_mut()));
         let _ = STATE.try_with(|s| s.set(DEAD));
         if !heap.is_null() {
+            let _quiet = crate::valgrind::Quiet::new();
             // SAFETY: the heap was this thread's and no longer is reachable from it.
             unsafe { abandon(heap) };
         }
@@ -203,7 +204,7 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
         if (*pool).owner.load(Ordering::Relaxed) == heap.cast() {
             (*block).next = (*pool).free;
             (*pool).free = block;
-            let used = (*pool).used.load(Ordering::Relaxed) - 1;
+            let used = (*pool).used.load(Ordering::Relaxed).wrapping_sub(1);
             (*pool).used.store(used, Ordering::Relaxed);
             add_requested(heap, size.wrapping_neg());
             if used == 0 || (*pool).full {
@@ -217,6 +218,8 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
 
 /// Adjusts the requested-bytes count of the calling thread (for system-served blocks).
 pub(crate) fn account(delta: usize) {
+    // Annotate mode hides heap structures from the program; this touch is the allocator's own.
+    let _quiet = crate::valgrind::Quiet::new();
     let heap = current();
     if heap.is_null() {
         ORPHAN_REQUESTED.fetch_add(delta, Ordering::Relaxed);
@@ -244,7 +247,7 @@ unsafe fn add_requested(heap: *mut Heap, delta: usize) {
 unsafe fn inc_used(pool: *mut Pool) {
     // SAFETY: only the owner writes `used`.
     let u = unsafe { &(*pool).used };
-    u.store(u.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    u.store(u.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,7 +346,10 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
             (*t.tail).next = (*pool).free;
             (*pool).free = t.head;
             let u = &(*pool).used;
-            u.store(u.load(Ordering::Relaxed) - t.len, Ordering::Relaxed);
+            u.store(
+                u.load(Ordering::Relaxed).wrapping_sub(t.len),
+                Ordering::Relaxed,
+            );
         }
         t.len
     }
@@ -370,7 +376,10 @@ unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
                 (*t.tail).next = (*pool).free;
                 (*pool).free = t.head;
                 let u = &(*pool).used;
-                u.store(u.load(Ordering::Relaxed) - t.len, Ordering::Relaxed);
+                u.store(
+                    u.load(Ordering::Relaxed).wrapping_sub(t.len),
+                    Ordering::Relaxed,
+                );
             }
             free_local_slow(heap, pool, locked.as_deref_mut());
             pool = next;
@@ -570,6 +579,7 @@ fn new_heap(reg: &mut Registry) -> *mut Heap {
         if slab.is_null() {
             return null_mut();
         }
+        crate::valgrind::hide(slab, SLAB);
         reg.slab = slab;
         reg.slab_left = SLAB;
     }
@@ -672,6 +682,7 @@ extern "C" fn fork_child() {
     // later threads in the child adopt their pools, and the blocks the child inherited can be
     // freed (they are remote frees into those pools).
     let me = current();
+    let _quiet = crate::valgrind::Quiet::new();
     // SAFETY: the prepare handler took the lock in this very thread before the fork, and the
     // child has no other thread; we release it at the end.
     unsafe {

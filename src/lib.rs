@@ -51,6 +51,7 @@ mod sync;
 mod system;
 #[cfg(test)]
 mod tests;
+mod valgrind;
 
 use core::alloc::{GlobalAlloc, Layout};
 pub use mode::{mode, Mode};
@@ -80,28 +81,53 @@ impl SmallArena {
 /// allocates nothing while holding it.
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
+    let _quiet = valgrind::Quiet::new();
     heap::collect(&mut s);
     s
 }
 
-#[cold]
-#[inline(never)]
-fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
-    if mode::decide_is_arena() {
-        return if zeroed {
-            heap::alloc_zeroed(layout.size())
-        } else {
-            heap::alloc(layout.size())
-        };
-    }
-    heap::account(layout.size());
-    if zeroed {
-        system::alloc_zeroed(layout)
-    } else {
-        system::alloc(layout)
+/// Where a block of this layout lives in mode `m`.
+#[inline]
+fn in_arena(m: u8, size: usize, align: usize) -> bool {
+    match m {
+        mode::ARENA => is_small(size, align),
+        mode::ANNOTATE => valgrind::annotated_small(size, align),
+        _ => false,
     }
 }
 
+/// Small requests when the mode is not (yet known to be) `Arena`.
+#[cold]
+#[inline(never)]
+fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
+    match mode::decide() {
+        mode::ARENA if zeroed => heap::alloc_zeroed(layout.size()),
+        mode::ARENA => heap::alloc(layout.size()),
+        mode::ANNOTATE if valgrind::annotated_small(layout.size(), layout.align()) => {
+            valgrind::alloc(layout, zeroed)
+        }
+        _ => large_alloc(layout, zeroed),
+    }
+}
+
+/// Frees a small-layout block when the mode is not `Arena`.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
+    if in_arena(mode::decide(), layout.size(), layout.align()) {
+        // SAFETY: in annotate mode this layout was served by `valgrind::alloc`.
+        unsafe { valgrind::free(ptr, layout) };
+    } else {
+        heap::account(layout.size().wrapping_neg());
+        // SAFETY: every other block came from libc.
+        unsafe { system::free(ptr) };
+    }
+}
+
+/// Serves a request from libc, counting it in `bytes_requested`.
 #[inline(always)]
 fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let p = if zeroed {
@@ -118,7 +144,7 @@ fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 // SAFETY: small blocks come from pools that hand each block to one caller at a time, sized and
 // aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
 // with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
-// back unchanged, and the mode that decides small routing never changes once a block exists.
+// back unchanged, and the mode that decides the routing never changes once a block exists.
 unsafe impl GlobalAlloc for SmallArena {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -144,27 +170,37 @@ unsafe impl GlobalAlloc for SmallArena {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if is_small(layout.size(), layout.align()) && mode::is_arena() {
-            // SAFETY: the caller passes a live block from `alloc` with this layout; small layouts
-            // in arena mode were served by the heap.
-            unsafe { heap::free(ptr, layout.size()) };
-        } else {
-            heap::account(layout.size().wrapping_neg());
-            // SAFETY: every other block came from libc.
-            unsafe { system::free(ptr) };
+        if is_small(layout.size(), layout.align()) {
+            if mode::is_arena() {
+                // SAFETY: the caller passes a live block from `alloc` with this layout; small
+                // layouts in arena mode were served by the heap.
+                unsafe { heap::free(ptr, layout.size()) };
+                return;
+            }
+            // SAFETY: forwarding the caller's contract.
+            unsafe { dealloc_small_other(ptr, layout) };
+            return;
         }
+        heap::account(layout.size().wrapping_neg());
+        // SAFETY: large blocks come from libc in every mode.
+        unsafe { system::free(ptr) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old_small = is_small(layout.size(), layout.align());
-        let new_small = is_small(new_size, layout.align());
-        let arena = mode::is_arena();
-        if arena && old_small && new_small {
-            if size_class::class_of(layout.size()) == size_class::class_of(new_size) {
+        let m = mode::decide();
+        let old_arena = in_arena(m, layout.size(), layout.align());
+        let new_arena = in_arena(m, new_size, layout.align());
+        if old_arena && new_arena {
+            if m == mode::ANNOTATE {
+                // SAFETY: a live annotated arena block with this layout.
+                if unsafe { valgrind::realloc_in_place(ptr, layout, new_size) } {
+                    return ptr;
+                }
+            } else if size_class::class_of(layout.size()) == size_class::class_of(new_size) {
                 heap::account(new_size.wrapping_sub(layout.size()));
                 return ptr;
             }
-        } else if !(arena && (old_small || new_small)) {
+        } else if !old_arena && !new_arena {
             // Both sides live in libc.
             // SAFETY: the block is a live libc block with this layout.
             let q = unsafe { system::realloc(ptr, layout, new_size) };

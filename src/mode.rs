@@ -4,8 +4,14 @@
 //! published with a compare-and-swap so that threads racing to allocate first all agree. Every
 //! free must reach the allocator that made its block, so the mode never changes afterwards.
 //!
-//! `SMALLARENA_MODE=arena|system` overrides the automatic choice (read with `libc::getenv`, which
-//! does not allocate); an unknown value is reported with one line on stderr and ignored.
+//! The automatic choice (`auto`, the default) is `System` under Valgrind, detected with a client
+//! request (see [`crate::valgrind`]), so that memcheck sees every block with exact stack traces, as
+//! `PYTHONMALLOC=malloc` does for CPython; natively it is `Arena`. Without the `valgrind` cargo
+//! feature there is no detection and `auto` is always `Arena`.
+//!
+//! `SMALLARENA_MODE=arena|system|annotate|auto` overrides the automatic choice (read with
+//! `libc::getenv`, which does not allocate); an unknown value is reported with one line on stderr
+//! and `auto` is used.
 
 use crate::sync::{AtomicU8, Ordering};
 
@@ -21,9 +27,9 @@ pub enum Mode {
 }
 
 const UNDECIDED: u8 = 0;
-const ARENA: u8 = 1;
-const SYSTEM: u8 = 2;
-const ANNOTATE: u8 = 3;
+pub(crate) const ARENA: u8 = 1;
+pub(crate) const SYSTEM: u8 = 2;
+pub(crate) const ANNOTATE: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
 
@@ -31,6 +37,12 @@ static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
 #[inline(always)]
 pub(crate) fn is_arena() -> bool {
     MODE.load(Ordering::Relaxed) == ARENA
+}
+
+/// True in annotate mode (cold paths only).
+#[inline]
+pub(crate) fn is_annotate() -> bool {
+    MODE.load(Ordering::Relaxed) == ANNOTATE
 }
 
 /// The mode in force, deciding it now if no allocation has yet.
@@ -56,12 +68,6 @@ fn decode(m: u8) -> Mode {
     }
 }
 
-/// Decides the mode if need be; true when it is `Arena`.
-#[cold]
-pub(crate) fn decide_is_arena() -> bool {
-    decide() == ARENA
-}
-
 /// Decides the mode if it is undecided and returns the one in force.
 #[cold]
 pub(crate) fn decide() -> u8 {
@@ -80,6 +86,7 @@ pub(crate) fn decide() -> u8 {
 fn choose() -> u8 {
     match env_override() {
         Some(m) => m,
+        None if crate::valgrind::running_on_valgrind() => SYSTEM,
         None => ARENA,
     }
 }
@@ -102,9 +109,10 @@ fn env_override() -> Option<u8> {
         match bytes {
             b"arena" => Some(ARENA),
             b"system" => Some(SYSTEM),
+            b"annotate" => Some(ANNOTATE),
             b"" | b"auto" => None,
             _ => {
-                let msg: &[u8] = b"smallarena: unknown SMALLARENA_MODE value; accepted values are arena, system, auto. Using auto.\n";
+                let msg: &[u8] = b"smallarena: unknown SMALLARENA_MODE value; accepted values are arena, system, annotate, auto. Using auto.\n";
                 // SAFETY: writes a static buffer to stderr; no allocation.
                 unsafe {
                     libc::write(2, msg.as_ptr().cast(), msg.len());
