@@ -12,7 +12,7 @@
 
 use crate::os;
 use crate::pool::{Pool, NO_CLASS, POOL_SIZE};
-use crate::sync::{Ordering, SpinLock};
+use crate::sync::{global, Ordering, SpinLock};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
@@ -23,8 +23,10 @@ pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// Pools per arena that serve blocks.
 pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
 
-/// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
-pub(crate) static LOCK: SpinLock = SpinLock::new();
+global! {
+    /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
+    pub(crate) static LOCK: SpinLock = SpinLock::new();
+}
 
 /// An arena's header, in its first pool.
 ///
@@ -53,12 +55,14 @@ struct Global(UnsafeCell<State>);
 // SAFETY: the state is only touched while holding LOCK.
 unsafe impl Sync for Global {}
 
-static STATE: Global = Global(UnsafeCell::new(State {
+global! {
+    static STATE: Global = Global(UnsafeCell::new(State {
     buckets: [null_mut(); USABLE_POOLS + 1],
     all: null_mut(),
     mapped: 0,
     peak: 0,
 }));
+}
 
 /// Proof that [`LOCK`] is held; the only way to reach the arena state.
 pub(crate) struct Locked(());
@@ -72,7 +76,13 @@ impl Locked {
 
     /// Takes the lock if nobody holds it, without waiting.
     pub(crate) fn try_take() -> Option<Locked> {
-        LOCK.try_lock().then_some(Locked(()))
+        // Not `then_some(Locked(()))`: that builds the proof eagerly, and dropping it when the
+        // lock is taken would release somebody else's lock (found by the loom models).
+        if LOCK.try_lock() {
+            Some(Locked(()))
+        } else {
+            None
+        }
     }
 
     fn state(&mut self) -> &mut State {
@@ -126,6 +136,12 @@ impl Locked {
     fn new_arena(&mut self) -> *mut Arena {
         let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
         if base.is_null() {
+            return null_mut();
+        }
+        // Published before any pool of it is handed out, so `raw::owns` finds every block.
+        if !crate::registry::insert(self, base) {
+            // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
+            unsafe { os::unmap(base, ARENA_SIZE) };
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
@@ -239,6 +255,8 @@ impl Locked {
                 link = &mut (**link).all_next;
             }
             st.mapped -= 1;
+            // Withdrawn before the range goes back to the OS (and could become libc memory).
+            crate::registry::remove(self, a.cast());
             os::unmap(a.cast(), ARENA_SIZE);
         }
     }

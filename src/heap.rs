@@ -17,7 +17,7 @@ use crate::arena::Locked;
 use crate::os;
 use crate::pool::{Block, Pool, NO_CLASS};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{global, tls, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
@@ -55,7 +55,9 @@ struct Sentinel(UnsafeCell<Pool>);
 // SAFETY: the sentinel pool is never written: the fast path only reads it and falls through to
 // the slow path, which never links, frees into or assigns the sentinel.
 unsafe impl Sync for Sentinel {}
-static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(Pool::sentinel()));
+global! {
+    static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(Pool::sentinel()));
+}
 
 fn sentinel() -> *mut Pool {
     SENTINEL.0.get()
@@ -72,56 +74,79 @@ struct Registry {
 struct RegistryCell(UnsafeCell<Registry>);
 // SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
 unsafe impl Sync for RegistryCell {}
-static REGISTRY: RegistryCell = RegistryCell(UnsafeCell::new(Registry {
+global! {
+    static REGISTRY: RegistryCell = RegistryCell(UnsafeCell::new(Registry {
     all: null_mut(),
     abandoned: null_mut(),
     slab: null_mut(),
     slab_left: 0,
     count: 0,
 }));
+}
 
 fn registry(_proof: &mut Locked) -> &mut Registry {
     // SAFETY: the `Locked` proves the lock is held; the &mut borrow of it makes this unique.
     unsafe { &mut *REGISTRY.0.get() }
 }
 
-/// Bytes requested by threads that had no heap when they freed or allocated large blocks.
-static ORPHAN_REQUESTED: AtomicUsize = AtomicUsize::new(0);
-static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+global! {
+    /// Bytes requested by threads that had no heap when they freed or allocated large blocks.
+    static ORPHAN_REQUESTED: AtomicUsize = AtomicUsize::new(0);
+}
+global! {
+    static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+}
 
-/// Set when a remote free queued a pool on an abandoned heap: the next thread that takes the lock
-/// on a slow path drains the abandoned heaps' queues, so memory freed into a dead thread's pools
-/// goes back to the arenas even if no thread ever adopts that heap.
-///
-/// Protocol (a Dekker pair, hence `SeqCst` on both sides): a remote freer pushes onto the queue,
-/// then loads `abandoned`; [`abandon`] stores `abandoned`, then drains the queue again. Either the
-/// abandoning thread sees the push, or the freer sees the flag and sets `RECLAIM`.
-static RECLAIM: AtomicBool = AtomicBool::new(false);
+global! {
+    /// Set when a remote free queued a pool on an abandoned heap: the next thread that takes the lock
+    /// on a slow path drains the abandoned heaps' queues, so memory freed into a dead thread's pools
+    /// goes back to the arenas even if no thread ever adopts that heap.
+    ///
+    /// Protocol (a Dekker pair, hence `SeqCst` on both sides): a remote freer pushes onto the queue,
+    /// then loads `abandoned`; [`abandon`] stores `abandoned`, then drains the queue again. Either the
+    /// abandoning thread sees the push, or the freer sees the flag and sets `RECLAIM`.
+    static RECLAIM: AtomicBool = AtomicBool::new(false);
+}
 
 const FRESH: u8 = 0;
 const ACTIVE: u8 = 1;
 const DEAD: u8 = 2;
 
-thread_local! {
-    static CURRENT: Cell<*mut Heap> = const { Cell::new(null_mut()) };
-    static STATE: Cell<u8> = const { Cell::new(FRESH) };
-    static EXIT: ExitGuard = const { ExitGuard };
+tls! {
+    static CURRENT: Cell<*mut Heap> = Cell::new(null_mut());
+    static STATE: Cell<u8> = Cell::new(FRESH);
+    static EXIT: ExitGuard = ExitGuard(Cell::new(null_mut()));
 }
 
-/// Its destructor abandons the thread's heap when the thread exits.
-struct ExitGuard;
+/// Its destructor abandons the thread's heap when the thread exits. It holds the heap pointer
+/// itself (set when the heap is acquired), so it does not depend on `CURRENT` outliving it.
+struct ExitGuard(Cell<*mut Heap>);
 
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let heap = current();
-        let _ = CURRENT.try_with(|c| c.set(null_mut()));
-        let _ = STATE.try_with(|s| s.set(DEAD));
+impl ExitGuard {
+    /// Abandons the thread's heap (once; later calls do nothing).
+    fn exit(&self) {
+        let heap = self.0.replace(null_mut());
         if !heap.is_null() {
+            let _ = CURRENT.try_with(|c| c.set(null_mut()));
+            let _ = STATE.try_with(|s| s.set(DEAD));
             let _quiet = crate::valgrind::Quiet::new();
             // SAFETY: the heap was this thread's and no longer is reachable from it.
             unsafe { abandon(heap) };
         }
     }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.exit();
+    }
+}
+
+/// Runs the calling thread's exit path now (for the loom models: loom 0.7 does not reliably
+/// drop a model thread's locals while the execution is still running).
+#[cfg(loom)]
+pub(crate) fn exit_current() {
+    let _ = EXIT.try_with(|g| g.exit());
 }
 
 /// This thread's heap, or null.
@@ -268,7 +293,7 @@ fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
         // First touch registers the exit destructor. It may allocate (re-entering us, now
         // with a heap). If TLS is already being torn down, registration fails: serve this one
         // request and abandon the heap at once, as for a dead thread.
-        if EXIT.try_with(|_| ()).is_err() {
+        if EXIT.try_with(|g| g.0.set(heap)).is_err() {
             let _ = CURRENT.try_with(|c| c.set(null_mut()));
             let _ = STATE.try_with(|s| s.set(DEAD));
             // SAFETY: the heap is ours and we are done with it.
@@ -352,6 +377,16 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
             );
         }
         t.len
+    }
+}
+
+/// The calling thread's heap drains its remote queue (for the loom models).
+#[cfg(loom)]
+pub(crate) fn collect_current() {
+    let heap = current();
+    if !heap.is_null() {
+        // SAFETY: the heap is this thread's.
+        unsafe { drain_queue(heap, None) };
     }
 }
 
@@ -659,24 +694,24 @@ fn reclaim_abandoned(locked: &mut Locked) {
 }
 
 fn register_fork_handlers() {
-    #[cfg(not(miri))]
+    #[cfg(not(any(miri, loom)))]
     // SAFETY: the handlers are plain `extern "C"` functions valid for the life of the process.
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
 }
 
-#[cfg(not(miri))]
+#[cfg(not(any(miri, loom)))]
 extern "C" fn fork_prepare() {
     crate::arena::LOCK.lock();
 }
 
-#[cfg(not(miri))]
+#[cfg(not(any(miri, loom)))]
 extern "C" fn fork_parent() {
     crate::arena::LOCK.unlock();
 }
 
-#[cfg(not(miri))]
+#[cfg(not(any(miri, loom)))]
 extern "C" fn fork_child() {
     // Only the forking thread survives: every other thread's heap is orphaned. Abandon them so
     // later threads in the child adopt their pools, and the blocks the child inherited can be

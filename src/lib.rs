@@ -33,6 +33,9 @@
 //! - [`mode`](mod@mode): which allocator serves small requests, decided once per process.
 //! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
 //! - `sync`: the atomics and spin lock every shared word goes through.
+//! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
+//! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
+//!   `smallarena-preload` crate).
 //!
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, returns null when the OS refuses
@@ -45,13 +48,33 @@ mod heap;
 pub mod mode;
 mod os;
 mod pool;
+pub mod raw;
+mod registry;
 pub mod size_class;
 pub mod stats;
 mod sync;
 mod system;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 mod valgrind;
+
+/// Entry points for the loom models in `tests/loom.rs` (only under `--cfg loom`): they call the
+/// same internal functions the allocator's slow paths call, so a model can make them happen at
+/// any point of an interleaving instead of waiting for a pool to run dry.
+#[cfg(loom)]
+pub mod loom_hooks {
+    /// The calling thread's heap takes back every block other threads freed into its pools, as
+    /// its allocation slow path does.
+    pub fn collect_remote_frees() {
+        crate::heap::collect_current();
+    }
+
+    /// Runs the calling thread's exit path (its heap is abandoned) as its thread-local
+    /// destructor does; call it last in every model thread that allocated.
+    pub fn thread_exit() {
+        crate::heap::exit_current();
+    }
+}
 
 use core::alloc::{GlobalAlloc, Layout};
 pub use mode::{mode, Mode};

@@ -13,7 +13,7 @@
 //! `libc::getenv`, which does not allocate); an unknown value is reported with one line on stderr
 //! and `auto` is used.
 
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{global, AtomicU8, Ordering};
 
 /// The allocator serving small requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,7 +31,9 @@ pub(crate) const ARENA: u8 = 1;
 pub(crate) const SYSTEM: u8 = 2;
 pub(crate) const ANNOTATE: u8 = 3;
 
-static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
+global! {
+    static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
+}
 
 /// True when the arena serves small requests. One load and one compare on the fast path.
 #[inline(always)]

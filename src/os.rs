@@ -2,10 +2,15 @@
 //!
 //! Under Miri the same interface is backed by `std::alloc::System` (Miri does not model
 //! `mmap`), so the pool and free-list logic above it runs unchanged under the interpreter.
+//!
+//! Under loom, mappings come from one fixed reservation, handed out in order and reset (and
+//! zeroed) at the start of every model execution: loom replays executions and requires them to be
+//! deterministic, and fresh `mmap` addresses differ from one execution to the next (the arena
+//! registry's control flow depends on addresses). Unmapping is then a no-op.
 
 /// Maps `size` bytes of zeroed, read-write memory aligned to `align` (a power of two, at least
 /// the page size, and `size` a multiple of it). Returns null when the OS refuses.
-#[cfg(not(miri))]
+#[cfg(not(any(miri, loom)))]
 pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
     // SAFETY: an anonymous private mapping with a null hint touches no existing memory.
     let p = unsafe { mmap(size) };
@@ -42,6 +47,7 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
 }
 
 #[cfg(not(miri))]
+#[cfg_attr(loom, allow(dead_code))]
 unsafe fn mmap(size: usize) -> *mut u8 {
     // SAFETY: the caller asks for a new anonymous mapping; no existing memory is affected.
     let p = unsafe {
@@ -66,7 +72,7 @@ unsafe fn mmap(size: usize) -> *mut u8 {
 /// # Safety
 /// `p..p+size` must be exactly a mapping (or a page-aligned part of one) that this module
 /// returned, with no live references into it.
-#[cfg(not(miri))]
+#[cfg(not(any(miri, loom)))]
 pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: the caller guarantees the range is ours and unused.
     unsafe {
@@ -95,3 +101,63 @@ pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: the caller hands back exactly what map_aligned produced with this layout.
     unsafe { System.dealloc(p, l) }
 }
+
+#[cfg(loom)]
+mod loom_backing {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Bytes reserved once for all executions (virtual; pages are committed only when touched).
+    const RESERVE: usize = 1 << 30;
+    /// Start of the reservation (aligned to the arena size), once made.
+    static BASE: AtomicUsize = AtomicUsize::new(0);
+    /// Next free byte offset in this execution.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Resets the reservation at the first mapping of each execution.
+    struct Epoch;
+    impl Epoch {
+        fn new() -> Epoch {
+            let base = BASE.load(Ordering::Relaxed);
+            let used = NEXT.swap(0, Ordering::Relaxed);
+            if base != 0 && used != 0 {
+                // SAFETY: the range is inside our reservation; no execution still uses it.
+                unsafe { libc::madvise(base as *mut libc::c_void, used, libc::MADV_DONTNEED) };
+            }
+            Epoch
+        }
+    }
+    crate::sync::global! {
+        static EPOCH: Epoch = Epoch::new();
+    }
+
+    pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
+        let _ = &*EPOCH;
+        let mut base = BASE.load(Ordering::Relaxed);
+        if base == 0 {
+            // SAFETY: a new anonymous mapping; nothing else is affected.
+            let p = unsafe { super::mmap(RESERVE + crate::arena::ARENA_SIZE) };
+            if p.is_null() {
+                return p;
+            }
+            base = (p.addr() + crate::arena::ARENA_SIZE - 1) & !(crate::arena::ARENA_SIZE - 1);
+            BASE.store(base, Ordering::Relaxed);
+        }
+        let start = (base + NEXT.load(Ordering::Relaxed) + align - 1) & !(align - 1);
+        if start + size > base + RESERVE {
+            return core::ptr::null_mut();
+        }
+        NEXT.store(start + size - base, Ordering::Relaxed);
+        // Provenance: loom models run on the reservation, exposed as plain addresses.
+        core::ptr::with_exposed_provenance_mut(start)
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom_backing::map_aligned;
+
+/// Under loom, memory goes back to the reservation when the next execution starts.
+///
+/// # Safety
+/// As for the native `unmap`.
+#[cfg(loom)]
+pub(crate) unsafe fn unmap(_p: *mut u8, _size: usize) {}

@@ -18,13 +18,15 @@
 //!   for it can be in flight, and it can safely be reused for another size class.
 
 use crate::size_class::block_size;
-use crate::sync::{AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{const_fn, AtomicPtr, AtomicU32, Ordering};
 use core::ptr::null_mut;
 
 /// Size and alignment of a pool.
 pub const POOL_SIZE: usize = 16 * 1024;
 /// Bytes at the start of each pool taken by its header (a multiple of 16, so blocks are 16-aligned).
-pub const POOL_HEADER: usize = 128;
+///
+/// Under loom its atomics are bigger (they carry model-checker state), so the header is too.
+pub const POOL_HEADER: usize = if cfg!(loom) { 512 } else { 128 };
 /// Value of `class` for a pool that is not serving any class (free in its arena, or cached empty).
 pub const NO_CLASS: u32 = u32::MAX;
 
@@ -89,25 +91,27 @@ struct RemoteSide {
 const _: () = assert!(core::mem::size_of::<Pool>() <= POOL_HEADER);
 
 impl Pool {
-    /// A header for a pool serving nothing, with no free space: the sentinel a heap's empty class
-    /// points to, so the allocation fast path needs no null check.
-    pub const fn sentinel() -> Pool {
-        Pool {
-            free: null_mut(),
-            bump: null_mut(),
-            end: null_mut(),
-            used: AtomicU32::new(0),
-            class: AtomicU32::new(NO_CLASS),
-            owner: AtomicPtr::new(null_mut()),
-            next: null_mut(),
-            prev: null_mut(),
-            full: false,
-            fresh: false,
-            remote: RemoteSide {
-                head: AtomicPtr::new(null_mut()),
-                count: AtomicU32::new(0),
-                queue_next: AtomicPtr::new(null_mut()),
-            },
+    const_fn! {
+        /// A header for a pool serving nothing, with no free space: the sentinel a heap's empty class
+        /// points to, so the allocation fast path needs no null check.
+        pub fn sentinel() -> Pool {
+            Pool {
+                free: null_mut(),
+                bump: null_mut(),
+                end: null_mut(),
+                used: AtomicU32::new(0),
+                class: AtomicU32::new(NO_CLASS),
+                owner: AtomicPtr::new(null_mut()),
+                next: null_mut(),
+                prev: null_mut(),
+                full: false,
+                fresh: false,
+                remote: RemoteSide {
+                    head: AtomicPtr::new(null_mut()),
+                    count: AtomicU32::new(0),
+                    queue_next: AtomicPtr::new(null_mut()),
+                },
+            }
         }
     }
 

@@ -1,13 +1,72 @@
-//! The one place the allocator gets its atomics and its spin lock from.
+//! The one place the allocator gets its atomics, thread-locals, globals and spin lock from.
 //!
-//! Every shared word the allocator touches is declared with a type from this module, so that a
-//! model checker can later swap in its own types behind `cfg(loom)` without any other code path
-//! changing. The spin lock guards only slow paths (arena bookkeeping, the heap registry); the
-//! allocation and free fast paths never take it.
+//! Every shared word the allocator touches is declared with a type from this module, and every
+//! global and thread-local with a macro from it, so that under `--cfg loom` the loom model
+//! checker's types take their place with no other code path changing:
+//!
+//! * atomics: `core::sync::atomic`, or `loom::sync::atomic`;
+//! * [`global!`]: a plain `static`, or a `loom::lazy_static!` (fresh in every model execution,
+//!   since loom objects cannot outlive the execution that made them);
+//! * [`tls!`]: a const-initialised `std` thread-local, or a `loom::thread_local!`;
+//! * [`const_fn!`]: a `const fn`, or a plain `fn` (loom atomics cannot be built in const context);
+//! * [`spin_wait`]: `sched_yield`, or `loom::thread::yield_now` (so loom sees the spinning).
+//!
+//! The spin lock guards only slow paths (arena bookkeeping, the heap registry); the allocation and
+//! free fast paths never take it.
 
+#[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
+
+/// Declares a process-wide global (a `static` natively; a per-execution lazy static under loom).
+#[cfg(not(loom))]
+macro_rules! global {
+    ($(#[$m:meta])* $v:vis static $name:ident: $t:ty = $init:expr;) => {
+        $(#[$m])* $v static $name: $t = $init;
+    };
+}
+#[cfg(loom)]
+macro_rules! global {
+    ($(#[$m:meta])* $v:vis static $name:ident: $t:ty = $init:expr;) => {
+        loom::lazy_static! { $(#[$m])* static ref $name: $t = $init; }
+    };
+}
+pub(crate) use global;
+
+/// Declares const-initialised thread-locals (std natively; loom's under loom).
+#[cfg(not(loom))]
+macro_rules! tls {
+    ($($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;)*) => {
+        std::thread_local! { $($(#[$m])* static $name: $t = const { $init };)* }
+    };
+}
+#[cfg(loom)]
+macro_rules! tls {
+    ($($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;)*) => {
+        loom::thread_local! { $($(#[$m])* static $name: $t = $init;)* }
+    };
+}
+pub(crate) use tls;
+
+/// A function that is `const` natively (loom's atomics have no const constructor).
+#[cfg(not(loom))]
+macro_rules! const_fn {
+    ($(#[$m:meta])* $v:vis fn $name:ident() -> $ret:ty $body:block) => {
+        $(#[$m])* $v const fn $name() -> $ret $body
+    };
+}
+#[cfg(loom)]
+macro_rules! const_fn {
+    ($(#[$m:meta])* $v:vis fn $name:ident() -> $ret:ty $body:block) => {
+        $(#[$m])* $v fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_fn;
 
 /// A test-and-test-and-set spin lock that yields the CPU while it waits.
 ///
@@ -19,10 +78,12 @@ pub(crate) struct SpinLock {
 }
 
 impl SpinLock {
-    /// An unlocked lock.
-    pub(crate) const fn new() -> Self {
-        SpinLock {
-            locked: AtomicBool::new(false),
+    const_fn! {
+        /// An unlocked lock.
+        pub(crate) fn new() -> Self {
+            SpinLock {
+                locked: AtomicBool::new(false),
+            }
         }
     }
 
@@ -39,10 +100,10 @@ impl SpinLock {
             }
             while self.locked.load(Ordering::Relaxed) {
                 spins += 1;
-                if spins < 64 {
+                if spins < 64 && !cfg!(loom) {
                     core::hint::spin_loop();
                 } else {
-                    yield_now();
+                    spin_wait();
                 }
             }
         }
@@ -64,18 +125,50 @@ impl SpinLock {
 
     /// Resets the lock to unlocked in a child process after `fork()`, where the thread that
     /// took it in the prepare handler is the only thread left.
-    #[cfg(not(miri))]
+    #[cfg(not(any(miri, loom)))]
     pub(crate) fn reset_after_fork(&self) {
         self.locked.store(false, Ordering::Relaxed);
     }
 }
 
-fn yield_now() {
-    #[cfg(not(miri))]
+/// Gives the CPU away while waiting for another thread.
+pub(crate) fn spin_wait() {
+    #[cfg(not(any(miri, loom)))]
     // SAFETY: sched_yield has no preconditions and does not allocate.
     unsafe {
         libc::sched_yield();
     }
     #[cfg(miri)]
     std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// The spin lock orders the plain (Relaxed) accesses made under it.
+    #[test]
+    fn spin_lock_orders_what_it_guards() {
+        loom::model(|| {
+            let shared = Arc::new((SpinLock::new(), AtomicUsize::new(0)));
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = shared.clone();
+                    loom::thread::spawn(move || {
+                        s.0.lock();
+                        let v = s.1.load(Ordering::Relaxed);
+                        s.1.store(v + 1, Ordering::Relaxed);
+                        s.0.unlock();
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(shared.1.load(Ordering::Relaxed), 2);
+        });
+    }
 }

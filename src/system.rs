@@ -2,9 +2,54 @@
 //!
 //! glibc's `malloc` returns 16-byte-aligned memory on the 64-bit targets this crate supports, so
 //! alignments up to 16 use `malloc`/`calloc`/`realloc`; larger ones use `posix_memalign`.
+//!
+//! With the cargo feature `libc-internal` (for a library that itself exports `malloc`, such as the
+//! `smallarena-preload` crate) the calls go to glibc's own entry points `__libc_malloc`,
+//! `__libc_calloc`, `__libc_realloc`, `__libc_free` and `__libc_memalign` instead, so they cannot
+//! resolve back to the library's exported `malloc` and recurse.
 
 use core::alloc::Layout;
 use core::ptr::null_mut;
+
+/// The libc entry points: the public names, or glibc's internal aliases (`libc-internal`).
+#[cfg(any(not(feature = "libc-internal"), miri))]
+mod c {
+    pub(super) use libc::{calloc, free, malloc, posix_memalign, realloc};
+}
+
+/// The libc entry points: the public names, or glibc's internal aliases (`libc-internal`).
+#[cfg(all(feature = "libc-internal", not(miri)))]
+mod c {
+    use core::ffi::{c_int, c_void};
+
+    extern "C" {
+        #[link_name = "__libc_malloc"]
+        pub(super) fn malloc(size: usize) -> *mut c_void;
+        #[link_name = "__libc_calloc"]
+        pub(super) fn calloc(n: usize, size: usize) -> *mut c_void;
+        #[link_name = "__libc_realloc"]
+        pub(super) fn realloc(p: *mut c_void, size: usize) -> *mut c_void;
+        #[link_name = "__libc_free"]
+        pub(super) fn free(p: *mut c_void);
+        fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+    }
+
+    /// `posix_memalign` on top of `__libc_memalign` (glibc exports no internal alias for it).
+    ///
+    /// # Safety
+    /// `align` is a power of two and a multiple of `sizeof(void*)`.
+    pub(super) unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+        // SAFETY: memalign accepts any power-of-two alignment; `out` is valid per the caller.
+        unsafe {
+            let p = __libc_memalign(align, size);
+            if p.is_null() {
+                return libc::ENOMEM;
+            }
+            *out = p;
+        }
+        0
+    }
+}
 
 const MALLOC_ALIGN: usize = 16;
 
@@ -12,12 +57,12 @@ const MALLOC_ALIGN: usize = 16;
 pub(crate) fn alloc(layout: Layout) -> *mut u8 {
     if layout.align() <= MALLOC_ALIGN {
         // SAFETY: malloc has no preconditions.
-        unsafe { libc::malloc(layout.size()).cast() }
+        unsafe { c::malloc(layout.size()).cast() }
     } else {
         let mut p = null_mut();
         let align = layout.align().max(core::mem::size_of::<usize>());
         // SAFETY: align is a power of two and a multiple of sizeof(void*), as required.
-        let rc = unsafe { libc::posix_memalign(&mut p, align, layout.size()) };
+        let rc = unsafe { c::posix_memalign(&mut p, align, layout.size()) };
         if rc == 0 {
             p.cast()
         } else {
@@ -30,7 +75,7 @@ pub(crate) fn alloc(layout: Layout) -> *mut u8 {
 pub(crate) fn alloc_zeroed(layout: Layout) -> *mut u8 {
     if layout.align() <= MALLOC_ALIGN {
         // SAFETY: calloc has no preconditions.
-        unsafe { libc::calloc(1, layout.size()).cast() }
+        unsafe { c::calloc(1, layout.size()).cast() }
     } else {
         let p = alloc(layout);
         if !p.is_null() {
@@ -47,7 +92,7 @@ pub(crate) fn alloc_zeroed(layout: Layout) -> *mut u8 {
 /// `p` came from this module and was not freed.
 pub(crate) unsafe fn free(p: *mut u8) {
     // SAFETY: per the caller, p is a live libc allocation.
-    unsafe { libc::free(p.cast()) }
+    unsafe { c::free(p.cast()) }
 }
 
 /// Resizes a libc block. Null on failure (the old block is then untouched).
@@ -57,7 +102,7 @@ pub(crate) unsafe fn free(p: *mut u8) {
 pub(crate) unsafe fn realloc(p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
     if layout.align() <= MALLOC_ALIGN {
         // SAFETY: p is a live malloc block.
-        unsafe { libc::realloc(p.cast(), new_size).cast() }
+        unsafe { c::realloc(p.cast(), new_size).cast() }
     } else {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return null_mut();

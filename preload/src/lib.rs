@@ -1,0 +1,292 @@
+//! smallarena as the `malloc` of any program, through `LD_PRELOAD`:
+//!
+//! ```text
+//! cargo build --release -p smallarena-preload
+//! LD_PRELOAD=target/release/libsmallarena_preload.so PYTHONMALLOC=malloc python3 ...
+//! ```
+//!
+//! The library exports the glibc malloc family (`malloc`, `free`, `calloc`, `realloc`,
+//! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`,
+//! `malloc_usable_size`). Requests of up to 512 bytes with alignment up to 16 come from
+//! smallarena's pools ([`smallarena::raw`]); everything else, and every pointer smallarena does
+//! not own, goes to glibc's allocator.
+//!
+//! ## Reaching glibc without recursion
+//! Inside this library the name `malloc` resolves to our own export, so glibc's allocator is
+//! called through the aliases glibc exports for exactly this purpose: `__libc_malloc`,
+//! `__libc_calloc`, `__libc_realloc`, `__libc_free`, `__libc_memalign`, `__libc_valloc`,
+//! `__libc_pvalloc`. They are ordinary dynamic symbols bound by the loader, so nothing is looked
+//! up (and nothing allocated) at start-up, and the library works from the first allocation the
+//! loader or libc makes. smallarena itself is built with its `libc-internal` feature, so its own
+//! system-allocator calls use the same aliases. The one function glibc exports no alias for,
+//! `malloc_usable_size`, is looked up with `dlvsym` the first time it is asked about a glibc
+//! block (long after start-up; `dlvsym` may allocate, which re-enters our `malloc`, not
+//! `malloc_usable_size`).
+//!
+//! ## Ownership without a size
+//! `free(p)` asks [`smallarena::raw::owns`], a lock-free two-level radix map over arena addresses
+//! (arenas are 1 MiB-aligned), which blocks are ours; the pool header (at `p` rounded down to
+//! 16 KiB) holds the size class. Foreign pointers (large blocks, blocks made before a mode was
+//! decided never exist: the mode is decided on the first call) go to `__libc_free`.
+//!
+//! ## Under Valgrind
+//! The mode is decided on the first allocation exactly as for the Rust path (`SMALLARENA_MODE`,
+//! else a Valgrind client request; neither allocates). In auto mode under Valgrind the mode is
+//! `System`, and then every call goes to the `__libc_*` functions, which memcheck replaces (its
+//! `vg_replace_malloc` redirects `__libc_malloc`, `__libc_free`, ... of `libc.so.6` as well as
+//! `malloc`): memcheck sees every block, reports leaks and errors as without the preload, with
+//! one extra frame (this library's `malloc`) at the top of its allocation stacks.
+//! `SMALLARENA_MODE=annotate` also routes to glibc: [`smallarena::raw`] does not implement the
+//! annotated arena. `SMALLARENA_MODE=arena` under Valgrind serves small blocks from the arena,
+//! which memcheck then does not track.
+//!
+//! ## Semantics kept from glibc
+//! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
+//! `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns null; `realloc(NULL, n)` is
+//! `malloc(n)`; `posix_memalign` returns `EINVAL` for an alignment that is not a power of two
+//! multiple of `sizeof(void*)` and `ENOMEM` when out of memory; `malloc_usable_size(p)` is the
+//! block size, and `realloc(p, n)` with `n` in the same size class returns `p` unchanged (so every
+//! byte `malloc_usable_size` promised survives a `realloc`). A `realloc` of a glibc block stays
+//! in glibc (`__libc_realloc`), as pymalloc does with foreign blocks.
+
+#![warn(missing_docs)]
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use smallarena::raw;
+use smallarena::size_class::{class_of, MAX_ALIGN, MAX_SMALL};
+
+extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+    fn __libc_free(p: *mut c_void);
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+    fn __libc_valloc(size: usize) -> *mut c_void;
+    fn __libc_pvalloc(size: usize) -> *mut c_void;
+    fn __errno_location() -> *mut c_int;
+    fn dlvsym(handle: *mut c_void, symbol: *const c_char, version: *const c_char) -> *mut c_void;
+}
+
+const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
+const ENOMEM: c_int = 12;
+const EINVAL: c_int = 22;
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *__errno_location() = e };
+}
+
+/// Allocates `size` bytes, 16-byte aligned: the arena for small requests, glibc otherwise.
+///
+/// # Safety
+/// Any size may be asked for; the block must be freed with this library's `free`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let p = raw::alloc(size);
+    if !p.is_null() {
+        return p.cast();
+    }
+    // SAFETY: glibc's malloc has no preconditions.
+    unsafe { __libc_malloc(size) }
+}
+
+/// Frees a block from any function of this library (or from glibc before it was loaded).
+///
+/// # Safety
+/// `p` is null or a live block of this process's malloc family.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    if raw::owns(p.cast()) {
+        // SAFETY: a live block in our arena (per the caller, and owned per the registry).
+        unsafe { raw::free(p.cast()) };
+    } else {
+        // SAFETY: a live block that is not ours can only be glibc's.
+        unsafe { __libc_free(p) };
+    }
+}
+
+/// Allocates `n * size` zeroed bytes; null with `ENOMEM` if the product overflows.
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        set_errno(ENOMEM);
+        return null_mut();
+    };
+    let p = raw::alloc_zeroed(total);
+    if !p.is_null() {
+        return p.cast();
+    }
+    // SAFETY: glibc's calloc has no preconditions.
+    unsafe { __libc_calloc(n, size) }
+}
+
+/// Resizes a block, glibc semantics: `realloc(NULL, n)` is `malloc(n)`, `realloc(p, 0)` frees `p`
+/// and returns null; on failure null with `ENOMEM` and `p` untouched.
+///
+/// # Safety
+/// `p` is null or a live block of this process's malloc family.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        // SAFETY: forwarding.
+        return unsafe { malloc(size) };
+    }
+    if !raw::owns(p.cast()) {
+        // SAFETY: a live glibc block.
+        return unsafe { __libc_realloc(p, size) };
+    }
+    if size == 0 {
+        // SAFETY: a live arena block.
+        unsafe { raw::free(p.cast()) };
+        return null_mut();
+    }
+    // SAFETY: a live arena block.
+    let usable = unsafe { raw::usable_size(p.cast()) };
+    if size <= MAX_SMALL && class_of(size) == class_of(usable) {
+        return p;
+    }
+    // SAFETY: forwarding.
+    let q = unsafe { malloc(size) };
+    if !q.is_null() {
+        // SAFETY: both blocks are live and distinct; `p` has `usable` bytes, `q` at least `size`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), usable.min(size));
+            raw::free(p.cast());
+        }
+    }
+    q
+}
+
+/// `realloc(p, n * size)`, null with `ENOMEM` (and `p` untouched) if the product overflows.
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: forwarding.
+        Some(total) => unsafe { realloc(p, total) },
+        None => {
+            set_errno(ENOMEM);
+            null_mut()
+        }
+    }
+}
+
+/// `size` bytes aligned to `align` (glibc rounds a non-power-of-two alignment up).
+///
+/// # Safety
+/// Any arguments; as for [`malloc`].
+unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
+    if align <= MAX_ALIGN {
+        // Every block of ours and of glibc's malloc is 16-byte aligned.
+        // SAFETY: forwarding.
+        unsafe { malloc(size) }
+    } else {
+        // SAFETY: glibc checks the alignment itself (EINVAL for absurd ones).
+        unsafe { __libc_memalign(align, size) }
+    }
+}
+
+/// Stores a block of `size` bytes aligned to `align` in `*out`; `EINVAL` for an alignment that is
+/// not a power of two multiple of `sizeof(void*)`, `ENOMEM` when out of memory.
+///
+/// # Safety
+/// `out` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return EINVAL;
+    }
+    // SAFETY: forwarding.
+    let p = unsafe { aligned(align, size) };
+    if p.is_null() {
+        return ENOMEM;
+    }
+    // SAFETY: per the caller.
+    unsafe { *out = p };
+    0
+}
+
+/// C11 `aligned_alloc` (glibc 2.36 semantics: the same as `memalign`).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: forwarding.
+    unsafe { aligned(align, size) }
+}
+
+/// `size` bytes aligned to `align`.
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: forwarding.
+    unsafe { aligned(align, size) }
+}
+
+/// Page-aligned `size` bytes (from glibc).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    // SAFETY: no preconditions.
+    unsafe { __libc_valloc(size) }
+}
+
+/// Page-aligned, page-rounded `size` bytes (from glibc).
+///
+/// # Safety
+/// As for [`malloc`].
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    // SAFETY: no preconditions.
+    unsafe { __libc_pvalloc(size) }
+}
+
+type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
+static LIBC_USABLE: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+
+/// Bytes usable in the block `p` (0 for null): the block size of its class for arena blocks.
+///
+/// # Safety
+/// `p` is null or a live block of this process's malloc family.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if raw::owns(p.cast()) {
+        // SAFETY: a live arena block.
+        return unsafe { raw::usable_size(p.cast()) };
+    }
+    let mut f = LIBC_USABLE.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: NUL-terminated literals; RTLD_NEXT finds glibc's definition after ours.
+        f = unsafe {
+            dlvsym(
+                RTLD_NEXT,
+                c"malloc_usable_size".as_ptr(),
+                c"GLIBC_2.2.5".as_ptr(),
+            )
+        };
+        if f.is_null() {
+            return 0;
+        }
+        LIBC_USABLE.store(f, Ordering::Release);
+    }
+    // SAFETY: `f` is glibc's malloc_usable_size, with this signature; `p` is a glibc block.
+    unsafe { core::mem::transmute::<*mut c_void, UsableFn>(f)(p) }
+}

@@ -1,0 +1,405 @@
+//! Real programs run with `LD_PRELOAD=libsmallarena_preload.so` and without it: each must exit 0
+//! with the same output. Also the same programs under Valgrind's memcheck, whose report must not
+//! change with the preload.
+//!
+//! The library is the `cdylib` cargo builds for this package next to the test binary
+//! (`target/<profile>/libsmallarena_preload.so`). Programs that are not installed (`python3` and
+//! its `test` package, `git`, `gcc`, `valgrind`) are skipped with a line on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The preload library built for this test run.
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/programs-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let so = dir.join("libsmallarena_preload.so");
+    assert!(so.exists(), "{} not built", so.display());
+    so
+}
+
+fn have(program: &str, arg: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: `{program}` not available");
+    }
+    ok
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let d =
+            std::env::temp_dir().join(format!("smallarena-preload-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `args` with or without the preload (and with `env` set).
+fn run(args: &[&str], env: &[(&str, &str)], preload: bool, dir: Option<&Path>) -> Output {
+    let mut c = Command::new(args[0]);
+    c.args(&args[1..])
+        .env_remove("LD_PRELOAD")
+        .env_remove("SMALLARENA_MODE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if preload {
+        c.env("LD_PRELOAD", library());
+    }
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    c.stdin(Stdio::null());
+    c.output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs `args` natively and preloaded: both exit 0, stdout equal after `normalize`.
+/// Returns the preloaded run's output.
+fn same(args: &[&str], env: &[(&str, &str)], normalize: fn(&str) -> String) -> Output {
+    let native = run(args, env, false, None);
+    let pre = run(args, env, true, None);
+    for (what, o) in [("native", &native), ("preloaded", &pre)] {
+        assert!(
+            o.status.success(),
+            "{what} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            tail(&o.stdout),
+            tail(&o.stderr)
+        );
+    }
+    let (a, b) = (
+        normalize(&String::from_utf8_lossy(&native.stdout)),
+        normalize(&String::from_utf8_lossy(&pre.stdout)),
+    );
+    assert!(
+        a == b,
+        "{args:?}: outputs differ\nnative:\n{a}\npreloaded:\n{b}"
+    );
+    pre
+}
+
+fn tail(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[b.len().saturating_sub(3000)..]).into_owned()
+}
+
+fn exact(s: &str) -> String {
+    s.to_string()
+}
+
+/// Compiles one of the C programs in `tests/programs/`.
+fn compile(name: &str, scratch: &Scratch) -> Option<PathBuf> {
+    if !have("gcc", "--version") {
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
+    let out = scratch.0.join(name);
+    let st = Command::new("gcc")
+        .args(["-O2", "-g", "-pthread", "-fno-builtin", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc {}", src.display());
+    Some(out)
+}
+
+#[test]
+fn threaded_c_program_mixing_sizes_and_freeing_across_threads() {
+    let s = Scratch::new("threads");
+    let Some(exe) = compile("threads", &s) else {
+        return;
+    };
+    let exe = exe.to_str().unwrap();
+    let pre = same(&[exe, "300000"], &[], exact);
+    // The preloaded run really was served by the arena: a 1-byte block has the 16-byte class size
+    // (glibc's would be 24).
+    let err = String::from_utf8_lossy(&pre.stderr);
+    assert!(err.contains("usable_size(malloc(1)) = 16"), "{err}");
+    // SMALLARENA_MODE=system sends everything to glibc, with the same results.
+    let sys = run(
+        &[exe, "20000"],
+        &[("SMALLARENA_MODE", "system")],
+        true,
+        None,
+    );
+    assert!(sys.status.success());
+    let err = String::from_utf8_lossy(&sys.stderr);
+    assert!(err.contains("usable_size(malloc(1)) = 24"), "{err}");
+}
+
+#[test]
+fn fork_and_exec() {
+    let s = Scratch::new("forkexec");
+    let Some(exe) = compile("forkexec", &s) else {
+        return;
+    };
+    let pre = same(&[exe.to_str().unwrap()], &[], exact);
+    assert!(String::from_utf8_lossy(&pre.stdout).contains("parent done"));
+}
+
+#[test]
+fn sort_a_large_file() {
+    let s = Scratch::new("sort");
+    let file = s.0.join("input.txt");
+    let mut text = String::with_capacity(12 << 20);
+    let mut x = 0x2545F4914F6CDD1Du64;
+    for i in 0..300_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let word: String = (0..(3 + x % 12))
+            .map(|k| char::from(b'a' + ((x >> (k * 4)) % 26) as u8))
+            .collect();
+        text.push_str(&format!("{word} {} {i}\n", x % 100_000));
+    }
+    std::fs::write(&file, text).unwrap();
+    let f = file.to_str().unwrap();
+    let c = [("LC_ALL", "C")];
+    same(&["sort", f], &c, exact);
+    same(&["sort", "-n", "-k2", "-k3", f], &c, exact);
+    same(&["sort", "-u", "-k1,1", f], &c, exact);
+}
+
+#[test]
+fn git_on_this_repository() {
+    if !have("git", "--version") {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let inside = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["rev-parse", "--git-dir"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !inside {
+        eprintln!("skipped: not a git checkout");
+        return;
+    }
+    let s = Scratch::new("git");
+    let repo = repo.to_str().unwrap();
+    let env = [
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("HOME", s.0.to_str().unwrap()),
+    ];
+    same(
+        &["git", "-C", repo, "log", "--stat", "-n", "50"],
+        &env,
+        exact,
+    );
+    same(&["git", "-C", repo, "log", "-p", "-n", "3"], &env, exact);
+    same(
+        &["git", "-C", repo, "rev-list", "--objects", "--all"],
+        &env,
+        exact,
+    );
+    // A clone (pack writing, many small allocations), then status and a grep inside it.
+    for (i, preload) in [false, true].into_iter().enumerate() {
+        let dst = s.0.join(format!("clone{i}"));
+        let o = run(
+            &[
+                "git",
+                "clone",
+                "-q",
+                "--no-hardlinks",
+                repo,
+                dst.to_str().unwrap(),
+            ],
+            &env,
+            preload,
+            None,
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let c0 = s.0.join("clone0");
+    for args in [
+        &["git", "status", "--porcelain=v1", "--branch"][..],
+        &["git", "grep", "-n", "unsafe"][..],
+        &["git", "fsck", "--no-progress"][..],
+    ] {
+        let a = run(args, &env, false, Some(&c0));
+        let b = run(args, &env, true, Some(&s.0.join("clone1")));
+        assert!(a.status.success() && b.status.success(), "{args:?}");
+        assert_eq!(a.stdout, b.stdout, "{args:?}");
+    }
+}
+
+/// A Python workload of its own: dicts, lists, JSON, regular expressions, URL parsing, threads.
+const PY_WORKLOAD: &str = r#"
+import json, re, threading, urllib.parse, collections, hashlib
+d = {}
+for i in range(200000):
+    d[f"key{i}"] = [i, str(i) * (i % 7), {"n": i}]
+for i in range(0, 200000, 3):
+    del d[f"key{i}"]
+s = json.dumps(d, sort_keys=True)
+back = json.loads(s)
+print(len(d), len(s), back == d, hashlib.sha256(s.encode()).hexdigest())
+words = re.findall(r"[a-z]+\d+", s)
+print(len(words), collections.Counter(w[:4] for w in words).most_common(3))
+urls = [urllib.parse.urlsplit(f"https://u{i}@host{i % 97}.example:80{i % 10}/p/{i}?q={i}#f") for i in range(50000)]
+print(sum(len(u.netloc) for u in urls), urls[-1])
+out = []
+def work(k):
+    local = [bytes([k]) * n for n in range(2000)]
+    out.append(sum(map(len, local)))
+ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(sorted(out))
+"#;
+
+/// The Python interpreter itself (not a wrapper script such as a pyenv shim, which Valgrind
+/// would run instead of Python), or `None` when there is none.
+fn python() -> Option<String> {
+    let o = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output();
+    match o {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        _ => {
+            eprintln!("skipped: `python3` not available");
+            None
+        }
+    }
+}
+
+#[test]
+fn python_workload() {
+    let Some(py) = python() else {
+        return;
+    };
+    same(
+        &[&py, "-c", PY_WORKLOAD],
+        &[("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")],
+        exact,
+    );
+}
+
+/// Drops the lines of `python -m test` output that carry times and load averages.
+fn regrtest_normalize(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.contains("Total duration") && !l.contains("random seed"))
+        .map(|l| match l.find(" load avg: ") {
+            // "0:00:02 load avg: 1.30 [4/5] test_re" -> "[4/5] test_re"
+            Some(i) => l[i + 11..].split_once(' ').map_or(l, |(_, r)| r),
+            None => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn python_regression_tests_slice() {
+    let Some(py) = python() else {
+        return;
+    };
+    let has_tests = Command::new(&py)
+        .args(["-c", "import test.libregrtest"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_tests {
+        eprintln!("skipped: CPython's test package is not installed");
+        return;
+    }
+    let pre = same(
+        &[
+            &py,
+            "-m",
+            "test",
+            "test_dict",
+            "test_list",
+            "test_json",
+            "test_re",
+            "test_urlparse",
+        ],
+        &[("PYTHONMALLOC", "malloc")],
+        regrtest_normalize,
+    );
+    assert!(String::from_utf8_lossy(&pre.stdout).contains("Result: SUCCESS"));
+}
+
+/// The lines of a memcheck report that must not change with the preload (pids and addresses
+/// stripped).
+fn memcheck_summary(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| {
+            [
+                "ERROR SUMMARY",
+                "in use at exit",
+                "total heap usage",
+                "definitely lost:",
+                "indirectly lost:",
+                "possibly lost:",
+                "still reachable:",
+                "Invalid",
+                "uninitialised",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .map(|l| l.split_once(' ').map_or(l, |(_, r)| r))
+        // The environment the program copies holds LD_PRELOAD: byte totals may differ by that.
+        .map(|l| format!("{}\n", l.split(" frees, ").next().unwrap_or(l)))
+        .collect()
+}
+
+fn under_memcheck(args: &[&str], env: &[(&str, &str)]) {
+    let mut vg = vec!["valgrind", "--leak-check=full", "--error-exitcode=99"];
+    vg.extend_from_slice(args);
+    let native = run(&vg, env, false, None);
+    let pre = run(&vg, env, true, None);
+    assert_eq!(
+        native.status.code(),
+        pre.status.code(),
+        "{args:?} exit codes"
+    );
+    let (a, b) = (
+        memcheck_summary(&native.stderr),
+        memcheck_summary(&pre.stderr),
+    );
+    assert!(a.contains("ERROR SUMMARY"), "{}", tail(&native.stderr));
+    assert_eq!(a, b, "{args:?}: memcheck reports differ");
+    assert_eq!(native.stdout, pre.stdout, "{args:?}: outputs differ");
+}
+
+#[test]
+fn memcheck_reports_the_same_with_the_preload() {
+    if !have("valgrind", "--version") {
+        return;
+    }
+    let s = Scratch::new("memcheck");
+    if let Some(exe) = compile("threads", &s) {
+        under_memcheck(&[exe.to_str().unwrap(), "3000"], &[]);
+    }
+    if let Some(exe) = compile("leaky", &s) {
+        under_memcheck(&[exe.to_str().unwrap()], &[]);
+    }
+    if let Some(py) = python() {
+        under_memcheck(
+            &[
+                &py,
+                "-c",
+                "import json; print(len(json.dumps({str(i): [i] * 3 for i in range(3000)})))",
+            ],
+            &[("PYTHONMALLOC", "malloc")],
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Size-less access to the arena, for a C-style `malloc`/`free` (the `smallarena-preload` crate).
+//!
+//! [`GlobalAlloc`](core::alloc::GlobalAlloc) hands the allocator the layout on every free; C's
+//! `free(p)` does not. This module serves that world:
+//!
+//! * [`owns`] tells in constant time, without a lock, whether a pointer lies in one of smallarena's
+//!   arenas (a radix map over arena addresses, updated when arenas are mapped and unmapped), so a
+//!   caller can send every foreign pointer to the allocator that made it;
+//! * [`usable_size`] reads the block size from the pool header of an owned pointer;
+//! * [`alloc`]/[`alloc_zeroed`] serve *small* requests (`size <= 512`; every block is 16-byte
+//!   aligned) from the calling thread's pools, and [`free`] takes them back from any thread.
+//!
+//! The module never falls back to libc by itself: [`alloc`] returns null when it will not serve a
+//! request, and the caller then uses its own large-object allocator (libc in the preload). That
+//! happens for sizes above 512, when the OS refuses memory, and in every mode but
+//! [`Mode::Arena`](crate::Mode::Arena): in `System` mode (the automatic choice under Valgrind)
+//! and also in `Annotate` mode, which this module does not implement (its red zones would make
+//! [`usable_size`] differ from the block size); a C program under Valgrind is best served by
+//! libc's own functions, which memcheck replaces.
+//!
+//! Blocks from [`alloc`] count their whole block size in
+//! [`Stats::bytes_requested`](crate::Stats), since [`free`] learns only the block size.
+//!
+//! ```
+//! use smallarena::raw;
+//! let p = raw::alloc(100);
+//! if !p.is_null() {
+//!     // Arena mode: the block is ours, 112 bytes (class 6), 16-byte aligned.
+//!     assert!(raw::owns(p));
+//!     assert_eq!(unsafe { raw::usable_size(p) }, 112);
+//!     unsafe { raw::free(p) };
+//! }
+//! let big = raw::alloc(4096);
+//! assert!(big.is_null()); // not small: the caller's own allocator serves it
+//! assert!(!raw::owns(&0u8));
+//! ```
+
+use crate::pool::Pool;
+use crate::size_class::{block_size, class_of, MAX_SMALL};
+use crate::sync::Ordering;
+use crate::{heap, mode, registry};
+
+/// Whether `p` points into one of smallarena's arenas, i.e. was (or could have been) returned by
+/// [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including null and pointers
+/// from other allocators; lock-free, constant time, never allocates.
+#[inline]
+pub fn owns(p: *const u8) -> bool {
+    registry::contains(p.addr())
+}
+
+/// The usable size of an arena block: its class's block size (16..=512). Every byte of it may be
+/// used, and [`free`] takes it back whole.
+///
+/// # Safety
+/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`] (so [`owns`] is true for it).
+#[inline]
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    let pool = Pool::of(p.cast_mut());
+    // SAFETY: a live block's pool header is live and serves the block's class while the block is
+    // live (only its owner rewrites `class`, and only once the pool is empty).
+    let class = unsafe { (*pool).class.load(Ordering::Relaxed) };
+    block_size(class as usize)
+}
+
+/// A block of at least `size` bytes (a unique block for `size == 0`), 16-byte aligned, from the
+/// arena. Null when the request is not small (`size > 512`), the mode is not `Arena`, or the OS
+/// refused memory: the caller then serves it elsewhere.
+#[inline]
+pub fn alloc(size: usize) -> *mut u8 {
+    match arena_class(size) {
+        Some(class) => heap::alloc(block_size(class)),
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Like [`alloc`], and the block reads as zeros.
+#[inline]
+pub fn alloc_zeroed(size: usize) -> *mut u8 {
+    match arena_class(size) {
+        Some(class) => heap::alloc_zeroed(block_size(class)),
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// Frees an arena block, from any thread.
+///
+/// # Safety
+/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since.
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: per the caller, a live arena block; its class gives the size it was served with.
+    unsafe { heap::free(p, usable_size(p)) }
+}
+
+/// The class serving `size` when the arena should serve it.
+#[inline(always)]
+fn arena_class(size: usize) -> Option<usize> {
+    if size > MAX_SMALL {
+        return None;
+    }
+    if !mode::is_arena() && mode::decide() != mode::ARENA {
+        return None;
+    }
+    Some(class_of(size.max(1)))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_sizes_round_trip_and_large_ones_are_refused() {
+        // Classes 0, 1, 15 and 31: none that `crate::tests` counts.
+        for size in [0, 1, 15, 16, 17, 250, 511, 512] {
+            let p = alloc(size);
+            assert!(!p.is_null(), "{size}");
+            assert!(owns(p));
+            assert_eq!(p.addr() % 16, 0);
+            // SAFETY: live block from `alloc`.
+            let us = unsafe { usable_size(p) };
+            assert!(us >= size.max(1) && us < size.max(1) + 16, "{size} -> {us}");
+            // SAFETY: the block has `us` writable bytes; freed once.
+            unsafe {
+                core::ptr::write_bytes(p, 0xAB, us);
+                free(p);
+            }
+        }
+        assert!(alloc(513).is_null());
+        assert!(alloc_zeroed(usize::MAX).is_null());
+    }
+
+    /// A block handed to another thread to free.
+    struct Ptr(*mut u8);
+    // SAFETY: arena blocks may be freed from any thread; each is used by one thread at a time.
+    unsafe impl Send for Ptr {}
+
+    #[test]
+    fn zeroed_blocks_read_as_zeros_and_free_crosses_threads() {
+        const SIZE: usize = 160; // class 9, which no other unit test uses
+        let n = if cfg!(miri) { 20 } else { 500 };
+        let mut ps = Vec::new();
+        for _ in 0..n {
+            let p = alloc_zeroed(SIZE);
+            assert!(!p.is_null());
+            // SAFETY: live block of at least SIZE bytes.
+            let zero = unsafe { core::slice::from_raw_parts(p, SIZE) }
+                .iter()
+                .all(|&b| b == 0);
+            assert!(zero);
+            // SAFETY: as above; dirty it so a recycled block would show.
+            unsafe { core::ptr::write_bytes(p, 0xCD, SIZE) };
+            ps.push(Ptr(p));
+        }
+        std::thread::spawn(move || {
+            for p in ps {
+                assert!(owns(p.0));
+                // SAFETY: each block is live and freed exactly once, here.
+                unsafe { free(p.0) };
+            }
+        })
+        .join()
+        .unwrap();
+        // Recycled blocks come back zeroed too.
+        let p = alloc_zeroed(SIZE);
+        // SAFETY: live block of at least SIZE bytes, freed once.
+        unsafe {
+            assert!(core::slice::from_raw_parts(p, SIZE).iter().all(|&b| b == 0));
+            free(p);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Loom models of the allocator's lock-free protocols, run against the real allocator code
+//! compiled with loom's atomics, thread-locals and globals (see `src/sync.rs`):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom
+//! ```
+//!
+//! The allocator is called through its `GlobalAlloc` methods (the test binary itself keeps the
+//! system allocator, which loom needs for its own bookkeeping). Every model runs in a fresh
+//! execution: globals are per-execution lazy statics under loom. The model's main thread never
+//! allocates: its heap could not be abandoned inside the model. Roles run in spawned threads, which
+//! end by running the allocator's thread-exit path (see `spawn`).
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use smallarena::SmallArena;
+use std::alloc::{GlobalAlloc, Layout};
+
+const A: SmallArena = SmallArena::new();
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+fn alloc(size: usize) -> usize {
+    // SAFETY: a valid, non-zero layout.
+    let p = unsafe { A.alloc(layout(size)) };
+    assert!(!p.is_null());
+    p as usize
+}
+
+fn free(p: usize, size: usize) {
+    // SAFETY: every model frees each block it allocated exactly once, with its layout.
+    unsafe { A.dealloc(p as *mut u8, layout(size)) }
+}
+
+/// Spawns a model thread that runs the allocator's thread-exit path when it is done, as the
+/// thread-local destructor does natively (loom 0.7 drops a model thread's thread-locals only
+/// when the execution is torn down, outside the model).
+/// Model threads get a bigger stack than loom's default: the allocator's slow paths, with every
+/// atomic instrumented by loom, need it.
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .stack_size(4 << 20)
+        .spawn(move || {
+            let r = f();
+            smallarena::loom_hooks::thread_exit();
+            r
+        })
+        .unwrap()
+}
+
+fn in_use(size: usize) -> usize {
+    smallarena::stats().classes[(size - 1) / 16].blocks_in_use
+}
+
+/// Bounded preemptions keep each model under a minute on 2 cores; 2 preemptions are enough to
+/// interleave a push between the owner's load and its swap/CAS on both sides of each protocol.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    // The allocator's slow paths are long (every atomic is a branch point under loom), and
+    // waiting threads spin on the lock: allow more branches per execution than the default.
+    b.max_branches = 100_000;
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = executions.clone();
+    let start = std::time::Instant::now();
+    b.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    eprintln!(
+        "loom: {} executions in {:.1} s (preemption bound {:?})",
+        executions.load(std::sync::atomic::Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+        b.preemption_bound
+    );
+}
+
+/// 1. Remote frees: two threads push blocks onto a pool's remote list while the owner drains
+///    it. Every block comes back exactly once: none is lost, none is handed out twice.
+#[test]
+fn remote_frees_come_back_exactly_once() {
+    model(|| spawn(remote_frees_owner).join().unwrap());
+}
+
+fn remote_frees_owner() {
+    {
+        let size = 512;
+        let blocks: Vec<usize> = (0..3).map(|_| alloc(size)).collect();
+        let (b0, b1, b2) = (blocks[0], blocks[1], blocks[2]);
+        let t1 = spawn(move || free(b0, size));
+        let t2 = spawn(move || free(b1, size));
+        // The owner drains while the pushes happen, and frees its own block locally.
+        smallarena::loom_hooks::collect_remote_frees();
+        free(b2, size);
+        t1.join().unwrap();
+        t2.join().unwrap();
+        smallarena::loom_hooks::collect_remote_frees();
+        assert_eq!(in_use(size), 0, "a remote free was lost");
+        // All three are back on the owner's free list, each once.
+        let again: Vec<usize> = (0..3).map(|_| alloc(size)).collect();
+        let mut sorted = again.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3, "a block was handed out twice");
+        let mut expect = vec![b0, b1, b2];
+        expect.sort_unstable();
+        assert_eq!(sorted, expect, "blocks not reused: a free was lost");
+        for p in again {
+            free(p, size);
+        }
+    }
+}
+
+/// 2. Thread exit: a heap is abandoned by an exiting thread while another thread frees into one
+///    of its pools, and a third thread adopts it. Nothing is lost or double-owned.
+/// 5. The owner's pool empties while that remote free is in flight: the pool is released (and
+///    may be reused for another class) only after the free has landed.
+#[test]
+fn abandon_adopt_and_remote_free_race() {
+    model(|| {
+        let size = 512;
+        let slot = Arc::new(AtomicUsize::new(0));
+        let s = slot.clone();
+        // The owner: allocates two blocks, hands one over, frees the other, exits (abandons).
+        let owner = spawn(move || {
+            let x = alloc(size);
+            let y = alloc(size);
+            s.store(x, Ordering::Release);
+            free(y, size);
+        });
+        let s = slot.clone();
+        // The freer: frees the handed-over block into the owner's pool (live or abandoned).
+        let freer = spawn(move || loop {
+            let x = s.load(Ordering::Acquire);
+            if x != 0 {
+                free(x, size);
+                break;
+            }
+            thread::yield_now();
+        });
+        // The adopter: takes a heap (maybe the abandoned one) and uses another size class, so
+        // an emptied pool may be reused for it.
+        let adopter = spawn(move || {
+            let p = alloc(48);
+            assert_eq!((p % 16384 - 512) % 48, 0, "block misplaced in its pool");
+            free(p, 48);
+        });
+        owner.join().unwrap();
+        freer.join().unwrap();
+        adopter.join().unwrap();
+        let st = smallarena::stats();
+        assert_eq!(
+            st.classes[31].blocks_in_use, 0,
+            "a block of the abandoned heap was lost"
+        );
+        assert_eq!(st.classes[2].blocks_in_use, 0);
+        // Every thread has exited: every heap is on the abandoned list, each once.
+        assert_eq!(st.heaps_abandoned, st.heaps);
+        // Whoever owns the 512-byte pool next hands out each block once, at block offsets.
+        spawn(move || {
+            let a = alloc(size);
+            let b = alloc(size);
+            assert_ne!(a, b);
+            for p in [a, b] {
+                assert_eq!((p % 16384 - 512) % 512, 0, "block misplaced in its pool");
+                free(p, size);
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+/// 3. First use: two threads make the first allocation at the same time; the mode is decided
+///    once and both see the same one, as does every later call.
+#[test]
+fn first_use_decides_the_mode_once() {
+    model(|| {
+        let t1 = spawn(|| {
+            let p = alloc(16);
+            free(p, 16);
+            smallarena::mode()
+        });
+        let t2 = spawn(|| {
+            let p = alloc(32);
+            free(p, 32);
+            smallarena::mode()
+        });
+        let (m1, m2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert_eq!(m1, m2);
+        assert_eq!(smallarena::mode(), m1);
+    });
+}
+
+/// 4. Shared registries: heaps are registered, abandoned and adopted by racing threads (the
+///    heap registry and abandoned list), while arenas are mapped and published. Every block of
+///    every thread is accounted for afterwards, and adopted heaps are not duplicated.
+#[test]
+fn registries_publication_and_lookup_race() {
+    model(|| {
+        let ts: Vec<_> = (0..2)
+            .map(|i| {
+                spawn(move || {
+                    let size = 16 + 16 * i;
+                    let p = alloc(size);
+                    free(p, size);
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        let st = smallarena::stats();
+        // Two threads, each exited: one or two heaps (the second may adopt the first's), all
+        // back on the abandoned list exactly once.
+        assert!(st.heaps <= 2, "{} heaps for 2 threads", st.heaps);
+        assert_eq!(st.heaps_abandoned, st.heaps);
+        assert_eq!(st.classes[0].blocks_in_use + st.classes[1].blocks_in_use, 0);
+    });
+}
