@@ -28,11 +28,13 @@
 //! - `pool`: 16 KiB pools, their header, free list and lock-free remote-free list.
 //! - `arena`: 1 MiB arenas, the fullest-first pool supply, returning empty arenas to the OS.
 //! - `heap`: per-thread heaps, the fast paths, thread exit and adoption, `fork()`.
-//! - `os`: `mmap`/`munmap` (a heap-backed stand-in under Miri).
+//! - `os`: `mmap`/`munmap` (a heap-backed stand-in under Miri, a fixed reservation under loom).
 //! - `system`: the libc allocator for large and over-aligned requests.
 //! - [`mode`](mod@mode): which allocator serves small requests, decided once per process.
 //! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
-//! - `sync`: the atomics and spin lock every shared word goes through.
+//! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
+//! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
+//! - [`url`]: CPython-compatible URL splitting with a kind-keyed, bounded parse cache.
 //! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
 //! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
 //!   `smallarena-preload` crate).
@@ -56,6 +58,7 @@ mod sync;
 mod system;
 #[cfg(all(test, not(loom)))]
 mod tests;
+pub mod url;
 mod valgrind;
 
 /// Entry points for the loom models in `tests/loom.rs` (only under `--cfg loom`): they call the

@@ -1,0 +1,804 @@
+//! [`UrlCache`]: a bounded, sharded, kind-keyed cache of split results.
+//!
+//! # Design
+//! - **Kind safety by construction.** Entries are stored as [`AnyEntry`], an enum with one
+//!   variant per kind, and a typed lookup only ever accepts the variant of its own kind
+//!   (`K::unwrap_entry`). The kind is also hashed into the key. A text entry therefore cannot
+//!   answer a bytes request even on a hash collision: the 2005 `urlparse` bug is a type
+//!   error here, not a convention.
+//! - **No global lock on hits.** The cache is split into shards (8 by default), each a
+//!   `RwLock` over a small table. A hit takes one shard's *read* lock, marks the entry
+//!   referenced with a relaxed atomic store (only when not already marked) and clones an
+//!   `Arc`. Writers (misses) lock one shard only.
+//! - **Replacement.** CLOCK (second chance) per shard: an approximation of LRU that needs no
+//!   list relinking on hits, so hits stay read-only. CPython's `lru_cache` is an exact LRU
+//!   over 128 entries; here the 128 entries are divided between the shards, so the policy
+//!   is approximate (documented difference, behaviourally invisible: only speed depends on
+//!   it).
+//! - **Bounds.** At most `capacity` entries in total (default 128, as CPython 3.11) and at
+//!   most `max_bytes` bytes of entry storage (default 1 MiB), both divided evenly between
+//!   shards. An entry bigger than its shard's byte budget is returned but not kept
+//!   (counted in [`CacheStats::rejected`]).
+//! - **Compact entries.** An entry stores the exact input once, plus component offsets; a
+//!   cleaned copy exists only when CPython's rules change the bytes (tab/CR/LF removal,
+//!   uppercase scheme), which is rare.
+//! - **Errors are not cached**, as with `functools.lru_cache`: an input that raises is
+//!   re-parsed on every call.
+//! - **Checked mode** ([`UrlCacheBuilder::checked`]) re-parses on every hit and compares
+//!   with the cached answer, counting and logging divergences.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::join::join_parts;
+use super::netloc::netloc_accessors;
+use super::split::{clean_scheme, split_impl, split_params, Layout, Span, Split};
+use super::{Kind, Options, UrlError};
+
+/// One cached split: the key (exact input and effective options) and the layout.
+pub struct Entry<K: ?Sized> {
+    input: Box<K>,
+    /// The cleaned buffer when it is not a suffix of `input`.
+    cleaned: Option<Box<K>>,
+    /// Start of the cleaned buffer within `input` when `cleaned` is `None`.
+    buf_start: usize,
+    /// The effective (stripped, cleaned) default scheme.
+    default_scheme: Box<K>,
+    allow_fragments: bool,
+    layout: Layout,
+}
+
+impl<K: Kind + ?Sized> Entry<K> {
+    fn buf(&self) -> &K {
+        match &self.cleaned {
+            Some(c) => c,
+            None => self.input.sub(self.buf_start, self.input.raw().len()),
+        }
+    }
+
+    fn matches(&self, url: &K, scheme: &K, allow_fragments: bool) -> bool {
+        self.allow_fragments == allow_fragments
+            && same_bytes(self.input.raw(), url.raw())
+            && same_bytes(self.default_scheme.raw(), scheme.raw())
+    }
+
+    fn size(&self) -> usize {
+        self.input.raw().len()
+            + self.cleaned.as_ref().map_or(0, |c| c.raw().len())
+            + self.default_scheme.raw().len()
+            + std::mem::size_of::<Self>()
+            + std::mem::size_of::<Slot>()
+    }
+}
+
+/// Byte equality without a call to libc `memcmp` (keys are short; an inlined word loop is
+/// several times cheaper than the call on the hit path).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let mut wx = [0u8; 8];
+        let mut wy = [0u8; 8];
+        wx.copy_from_slice(x);
+        wy.copy_from_slice(y);
+        if u64::from_ne_bytes(wx) != u64::from_ne_bytes(wy) {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .all(|(x, y)| x == y)
+}
+
+/// A cache entry of either kind.
+pub enum AnyEntry {
+    Text(Arc<Entry<str>>),
+    Bytes(Arc<Entry<[u8]>>),
+}
+
+struct Slot {
+    hash: u64,
+    entry: AnyEntry,
+    size: usize,
+    referenced: AtomicBool,
+}
+
+/// Hasher for keys that are already 64-bit hashes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct ShardInner {
+    index: HashMap<u64, usize, BuildHasherDefault<IdHasher>>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    hand: usize,
+    live: usize,
+    bytes: usize,
+    cap: usize,
+    max_bytes: usize,
+}
+
+impl ShardInner {
+    fn remove(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i).and_then(Option::take) {
+            self.index.remove(&slot.hash);
+            self.live -= 1;
+            self.bytes -= slot.size;
+            self.free.push(i);
+        }
+    }
+
+    /// Evicts one entry by CLOCK; returns false when empty.
+    fn evict_one(&mut self) -> bool {
+        let n = self.slots.len();
+        if self.live == 0 || n == 0 {
+            return false;
+        }
+        for _ in 0..2 * n + 1 {
+            let i = self.hand % n;
+            self.hand = (i + 1) % n;
+            if let Some(slot) = &self.slots[i] {
+                if slot.referenced.swap(false, Ordering::Relaxed) {
+                    continue;
+                }
+                self.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Cache-line aligned shard, so that counters of different shards do not share a line.
+#[repr(align(128))]
+struct Shard {
+    inner: RwLock<ShardInner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Counters of a [`UrlCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that parsed (including those that failed with an error).
+    pub misses: u64,
+    /// Entries removed to make room (count or byte bound, or a 64-bit hash collision).
+    pub evictions: u64,
+    /// Results too big for the byte bound, returned but not kept.
+    pub rejected: u64,
+    /// Checked mode: hits whose cached answer differed from a fresh parse.
+    pub divergences: u64,
+    /// Entries currently held.
+    pub entries: usize,
+    /// Bytes currently accounted to entries.
+    pub bytes: usize,
+}
+
+/// Builder of a [`UrlCache`].
+#[derive(Clone, Debug)]
+pub struct UrlCacheBuilder {
+    capacity: usize,
+    max_bytes: usize,
+    shards: usize,
+    checked: bool,
+}
+
+impl Default for UrlCacheBuilder {
+    fn default() -> Self {
+        UrlCacheBuilder {
+            capacity: UrlCache::DEFAULT_CAPACITY,
+            max_bytes: UrlCache::DEFAULT_MAX_BYTES,
+            shards: 8,
+            checked: false,
+        }
+    }
+}
+
+impl UrlCacheBuilder {
+    /// Maximum number of entries (0 disables caching).
+    pub fn capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Maximum bytes of entry storage (inputs, cleaned copies and bookkeeping).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Number of shards (at least 1, at most `capacity`).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Checked mode: re-parse on every hit and count divergences.
+    pub fn checked(mut self, checked: bool) -> Self {
+        self.checked = checked;
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(self) -> UrlCache {
+        let n = self.shards.clamp(1, self.capacity.max(1));
+        let shards = (0..n)
+            .map(|i| Shard {
+                inner: RwLock::new(ShardInner {
+                    index: HashMap::default(),
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    hand: 0,
+                    live: 0,
+                    bytes: 0,
+                    cap: self.capacity / n + usize::from(i < self.capacity % n),
+                    max_bytes: self.max_bytes / n,
+                }),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            })
+            .collect();
+        UrlCache {
+            shards,
+            seed: RandomState::new().hash_one(0x5eed_u64),
+            checked: self.checked,
+            divergences: AtomicU64::new(0),
+            divergence_log: Mutex::new(Vec::new()),
+            capacity: self.capacity,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+/// A bounded, thread-safe cache of [`split`](super::split) results keyed by (kind, exact
+/// input, options). See the [module source](self) notes for the design; in short: sharded
+/// `RwLock`s (hits take one shard's read lock), CLOCK replacement, immutable `Arc`-shared
+/// entries, count and byte bounds, and a checked mode.
+///
+/// ```
+/// use smallarena::url::UrlCache;
+/// let cache = UrlCache::new();
+/// let t = cache.split("http://a/b").unwrap();
+/// let b = cache.split(b"http://a/b".as_slice()).unwrap(); // never the text entry
+/// assert_eq!(t.path(), "/b");
+/// assert_eq!(b.path(), b"/b");
+/// assert_eq!(cache.stats().misses, 2);
+/// ```
+pub struct UrlCache {
+    shards: Box<[Shard]>,
+    seed: u64,
+    checked: bool,
+    divergences: AtomicU64,
+    divergence_log: Mutex<Vec<String>>,
+    capacity: usize,
+    max_bytes: usize,
+}
+
+impl fmt::Debug for UrlCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UrlCache")
+            .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
+            .field("shards", &self.shards.len())
+            .field("checked", &self.checked)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for UrlCache {
+    fn default() -> Self {
+        UrlCache::new()
+    }
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let r = u128::from(a).wrapping_mul(u128::from(b));
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+const M1: u64 = 0x9e37_79b9_7f4a_7c15;
+const M2: u64 = 0xd6e8_feb8_6659_fd93;
+
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let k = b.len().min(8);
+    w[..k].copy_from_slice(&b[..k]);
+    u64::from_le_bytes(w)
+}
+
+/// Seeded multiply-fold hash, 16 bytes per multiplication. Not DoS-resistant by itself, but
+/// collisions only cost cache efficiency: the table maps hash -> one slot and every hit
+/// compares the full key.
+fn hash_bytes(mut h: u64, data: &[u8]) -> u64 {
+    h = mix(h ^ data.len() as u64, M1);
+    let mut chunks = data.chunks_exact(16);
+    for c in &mut chunks {
+        h = mix(h ^ word(&c[..8]), word(&c[8..]) ^ M2);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let (a, b) = rest.split_at(rest.len().min(8));
+        h = mix(h ^ word(a), word(b) ^ M1);
+    }
+    h
+}
+
+const MAX_LOG: usize = 32;
+
+impl UrlCache {
+    /// Default entry bound, as CPython 3.11's `lru_cache` on `urlsplit`.
+    pub const DEFAULT_CAPACITY: usize = 128;
+    /// Default byte bound.
+    pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+
+    /// A cache with the default bounds (128 entries, 1 MiB), not checked.
+    pub fn new() -> Self {
+        UrlCacheBuilder::default().build()
+    }
+
+    /// A cache with the default bounds in checked mode: every hit is re-parsed and compared.
+    pub fn checked() -> Self {
+        UrlCacheBuilder::default().checked(true).build()
+    }
+
+    /// A builder for other bounds.
+    pub fn builder() -> UrlCacheBuilder {
+        UrlCacheBuilder::default()
+    }
+
+    /// Whether this cache re-parses and compares on every hit.
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
+
+    fn key_hash<K: Kind + ?Sized>(&self, url: &K, scheme: &K, allow_fragments: bool) -> u64 {
+        let tag = (K::TAG as u64) << 1 | u64::from(allow_fragments);
+        let h = hash_bytes(self.seed ^ tag.wrapping_mul(M2), scheme.raw());
+        mix(hash_bytes(h, url.raw()), M1 ^ tag)
+    }
+
+    fn shard(&self, hash: u64) -> &Shard {
+        let n = self.shards.len() as u64;
+        &self.shards[((hash >> 32) % n) as usize]
+    }
+
+    /// [`split`](super::split) through the cache.
+    ///
+    /// # Errors
+    /// As [`split`](super::split); errors are not cached.
+    pub fn split<K: Kind + ?Sized>(&self, url: &K) -> Result<CachedSplit<K>, UrlError> {
+        self.split_with(url, &Options::default())
+    }
+
+    /// [`split_with`](super::split_with) through the cache.
+    ///
+    /// # Errors
+    /// As [`split`](super::split); errors are not cached.
+    pub fn split_with<K: Kind + ?Sized>(
+        &self,
+        url: &K,
+        opts: &Options<'_>,
+    ) -> Result<CachedSplit<K>, UrlError> {
+        let scheme = clean_scheme(K::from_str_ref(opts.default_scheme));
+        self.split_key(url, &scheme, opts.allow_fragments)
+    }
+
+    /// [`parse`](super::parse) through the cache (the split is cached; params are located on
+    /// the cached split, without allocating).
+    ///
+    /// # Errors
+    /// As [`split`](super::split).
+    pub fn parse<K: Kind + ?Sized>(&self, url: &K) -> Result<CachedParse<K>, UrlError> {
+        self.split(url).map(CachedParse::new)
+    }
+
+    /// [`parse_with`](super::parse_with) through the cache.
+    ///
+    /// # Errors
+    /// As [`split`](super::split).
+    pub fn parse_with<K: Kind + ?Sized>(
+        &self,
+        url: &K,
+        opts: &Options<'_>,
+    ) -> Result<CachedParse<K>, UrlError> {
+        self.split_with(url, opts).map(CachedParse::new)
+    }
+
+    /// [`join_with`](super::join_with) with both arguments parsed through the cache, as
+    /// CPython's `urljoin` goes through the `urlsplit` cache.
+    ///
+    /// # Errors
+    /// As [`split`](super::split), for either argument.
+    pub fn join<'a, K: Kind + ?Sized>(
+        &self,
+        base: &'a K,
+        url: &'a K,
+        allow_fragments: bool,
+    ) -> Result<Cow<'a, K>, UrlError> {
+        if base.raw().is_empty() {
+            return Ok(Cow::Borrowed(url));
+        }
+        if url.raw().is_empty() {
+            return Ok(Cow::Borrowed(base));
+        }
+        let b = CachedParse::new(self.split_key(base, K::EMPTY, allow_fragments)?);
+        let bscheme = clean_scheme(b.scheme());
+        let u = CachedParse::new(self.split_key(url, &bscheme, allow_fragments)?);
+        Ok(join_parts(url, b.components(), u.components()))
+    }
+
+    fn split_key<K: Kind + ?Sized>(
+        &self,
+        url: &K,
+        scheme: &K,
+        allow_fragments: bool,
+    ) -> Result<CachedSplit<K>, UrlError> {
+        let hash = self.key_hash(url, scheme, allow_fragments);
+        let shard = self.shard(hash);
+        let found = {
+            let g = shard.inner.read().unwrap_or_else(|e| e.into_inner());
+            g.index
+                .get(&hash)
+                .and_then(|&i| g.slots.get(i))
+                .and_then(Option::as_ref)
+                .and_then(|slot| {
+                    let e = K::unwrap_entry(&slot.entry)?;
+                    if !e.matches(url, scheme, allow_fragments) {
+                        return None;
+                    }
+                    if !slot.referenced.load(Ordering::Relaxed) {
+                        slot.referenced.store(true, Ordering::Relaxed);
+                    }
+                    Some(Arc::clone(e))
+                })
+        };
+        if let Some(entry) = found {
+            shard.hits.fetch_add(1, Ordering::Relaxed);
+            let hit = CachedSplit { entry };
+            if self.checked {
+                self.verify(url, scheme, allow_fragments, &hit);
+            }
+            return Ok(hit);
+        }
+        shard.misses.fetch_add(1, Ordering::Relaxed);
+        let fresh = split_impl(url, scheme, allow_fragments)?;
+        let (cleaned, buf_start) = match fresh.buf_cow() {
+            Cow::Borrowed(b) => (None, url.raw().len() - b.raw().len()),
+            Cow::Owned(o) => (Some(Borrow::<K>::borrow(o).boxed()), 0),
+        };
+        let entry = Arc::new(Entry {
+            input: url.boxed(),
+            cleaned,
+            buf_start,
+            default_scheme: scheme.boxed(),
+            allow_fragments,
+            layout: *fresh.layout(),
+        });
+        Ok(CachedSplit {
+            entry: self.insert(shard, hash, entry),
+        })
+    }
+
+    fn insert<K: Kind + ?Sized>(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        entry: Arc<Entry<K>>,
+    ) -> Arc<Entry<K>> {
+        let size = entry.size();
+        let mut g = shard.inner.write().unwrap_or_else(|e| e.into_inner());
+        if g.cap == 0 || size > g.max_bytes {
+            shard.rejected.fetch_add(1, Ordering::Relaxed);
+            return entry;
+        }
+        if let Some(&i) = g.index.get(&hash) {
+            let same = g
+                .slots
+                .get(i)
+                .and_then(Option::as_ref)
+                .and_then(|s| K::unwrap_entry(&s.entry))
+                .filter(|e| e.matches(&entry.input, &entry.default_scheme, entry.allow_fragments))
+                .cloned();
+            if let Some(existing) = same {
+                // Another thread inserted the same key meanwhile.
+                return existing;
+            }
+            // A different key with the same 64-bit hash: replace it.
+            g.remove(i);
+            shard.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        while g.live >= g.cap || g.bytes + size > g.max_bytes {
+            if !g.evict_one() {
+                break;
+            }
+            shard.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let slot = Slot {
+            hash,
+            entry: K::wrap(Arc::clone(&entry)),
+            size,
+            referenced: AtomicBool::new(false),
+        };
+        let i = match g.free.pop() {
+            Some(i) => {
+                g.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                g.slots.push(Some(slot));
+                g.slots.len() - 1
+            }
+        };
+        g.index.insert(hash, i);
+        g.live += 1;
+        g.bytes += size;
+        entry
+    }
+
+    fn verify<K: Kind + ?Sized>(
+        &self,
+        url: &K,
+        scheme: &K,
+        allow_fragments: bool,
+        hit: &CachedSplit<K>,
+    ) {
+        let fresh: Result<Split<'_, K>, UrlError> = split_impl(url, scheme, allow_fragments);
+        let same = match &fresh {
+            Ok(f) => f.components() == hit.components(),
+            Err(_) => false,
+        };
+        if !same {
+            self.divergences.fetch_add(1, Ordering::Relaxed);
+            let mut log = self
+                .divergence_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if log.len() < MAX_LOG {
+                log.push(format!(
+                    "{:?} input {:?}: cached {:?}, fresh {:?}",
+                    K::TAG,
+                    url.lossy(),
+                    hit,
+                    fresh
+                ));
+            }
+        }
+    }
+
+    /// Checked mode: the first divergences found (at most 32), described.
+    pub fn divergence_report(&self) -> Vec<String> {
+        self.divergence_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The counters, summed over shards.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats {
+            divergences: self.divergences.load(Ordering::Relaxed),
+            ..CacheStats::default()
+        };
+        for sh in self.shards.iter() {
+            s.hits += sh.hits.load(Ordering::Relaxed);
+            s.misses += sh.misses.load(Ordering::Relaxed);
+            s.evictions += sh.evictions.load(Ordering::Relaxed);
+            s.rejected += sh.rejected.load(Ordering::Relaxed);
+            let g = sh.inner.read().unwrap_or_else(|e| e.into_inner());
+            s.entries += g.live;
+            s.bytes += g.bytes;
+        }
+        s
+    }
+
+    /// Removes every entry (counters are kept).
+    pub fn clear(&self) {
+        for sh in self.shards.iter() {
+            let mut g = sh.inner.write().unwrap_or_else(|e| e.into_inner());
+            g.index.clear();
+            g.slots.clear();
+            g.free.clear();
+            g.hand = 0;
+            g.live = 0;
+            g.bytes = 0;
+        }
+    }
+}
+
+/// A cached split: immutable, shared (`Clone` is an `Arc` clone), of the kind `K` of its
+/// input.
+pub struct CachedSplit<K: Kind + ?Sized> {
+    entry: Arc<Entry<K>>,
+}
+
+impl<K: Kind + ?Sized> Clone for CachedSplit<K> {
+    fn clone(&self) -> Self {
+        CachedSplit {
+            entry: Arc::clone(&self.entry),
+        }
+    }
+}
+
+impl<K: Kind + ?Sized> CachedSplit<K> {
+    fn span(&self, s: Span) -> &K {
+        self.entry.buf().sub(s.start, s.end)
+    }
+
+    /// The exact input this result was parsed from.
+    pub fn input(&self) -> &K {
+        &self.entry.input
+    }
+
+    /// The scheme, lowercased (or the default scheme).
+    pub fn scheme(&self) -> &K {
+        match self.entry.layout.scheme {
+            Some(s) => self.span(s),
+            None => &self.entry.default_scheme,
+        }
+    }
+
+    /// The network location.
+    pub fn netloc(&self) -> &K {
+        self.span(self.entry.layout.netloc)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &K {
+        self.span(self.entry.layout.path)
+    }
+
+    /// The query.
+    pub fn query(&self) -> &K {
+        self.span(self.entry.layout.query)
+    }
+
+    /// The fragment.
+    pub fn fragment(&self) -> &K {
+        self.span(self.entry.layout.fragment)
+    }
+
+    /// The five components, in CPython's order.
+    pub fn components(&self) -> [&K; 5] {
+        [
+            self.scheme(),
+            self.netloc(),
+            self.path(),
+            self.query(),
+            self.fragment(),
+        ]
+    }
+
+    /// Whether `self` and `other` share the same cache entry.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.entry, &other.entry)
+    }
+
+    netloc_accessors!();
+}
+
+impl<K: Kind + ?Sized> fmt::Debug for CachedSplit<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedSplit")
+            .field("scheme", &self.scheme())
+            .field("netloc", &self.netloc())
+            .field("path", &self.path())
+            .field("query", &self.query())
+            .field("fragment", &self.fragment())
+            .finish()
+    }
+}
+
+/// A cached parse: a [`CachedSplit`] plus the location of the params.
+#[derive(Clone)]
+pub struct CachedParse<K: Kind + ?Sized> {
+    split: CachedSplit<K>,
+    path: Span,
+    params: Span,
+}
+
+impl<K: Kind + ?Sized> CachedParse<K> {
+    fn new(split: CachedSplit<K>) -> Self {
+        let (path, params) = split_params(
+            split.scheme().raw(),
+            split.entry.buf().raw(),
+            split.entry.layout.path,
+        );
+        CachedParse {
+            split,
+            path,
+            params,
+        }
+    }
+
+    /// The underlying cached split.
+    pub fn as_split(&self) -> &CachedSplit<K> {
+        &self.split
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> &K {
+        self.split.scheme()
+    }
+
+    /// The network location.
+    pub fn netloc(&self) -> &K {
+        self.split.netloc()
+    }
+
+    /// The path, without params.
+    pub fn path(&self) -> &K {
+        self.split.span(self.path)
+    }
+
+    /// The params of the last path segment.
+    pub fn params(&self) -> &K {
+        self.split.span(self.params)
+    }
+
+    /// The query.
+    pub fn query(&self) -> &K {
+        self.split.query()
+    }
+
+    /// The fragment.
+    pub fn fragment(&self) -> &K {
+        self.split.fragment()
+    }
+
+    /// The six components, in CPython's order.
+    pub fn components(&self) -> [&K; 6] {
+        [
+            self.scheme(),
+            self.netloc(),
+            self.path(),
+            self.params(),
+            self.query(),
+            self.fragment(),
+        ]
+    }
+
+    netloc_accessors!();
+}
+
+impl<K: Kind + ?Sized> fmt::Debug for CachedParse<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedParse")
+            .field("scheme", &self.scheme())
+            .field("netloc", &self.netloc())
+            .field("path", &self.path())
+            .field("params", &self.params())
+            .field("query", &self.query())
+            .field("fragment", &self.fragment())
+            .finish()
+    }
+}
