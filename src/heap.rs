@@ -232,7 +232,12 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
             let used = (*pool).used.load(Ordering::Relaxed).wrapping_sub(1);
             (*pool).used.store(used, Ordering::Relaxed);
             add_requested(heap, size.wrapping_neg());
-            if used == 0 || (*pool).full {
+            // Slow path only to relink a full pool, or to retire an empty one that is not the
+            // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
+            // ping-pong on one block must not pay for the call).
+            if (used == 0 || (*pool).full)
+                && ((*pool).full || !((*pool).prev.is_null() && (*pool).next.is_null()))
+            {
                 free_local_slow(heap, pool, None);
             }
         } else {
