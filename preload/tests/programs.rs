@@ -9,14 +9,39 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// The preload library built for this test run.
+/// The preload library, built once per test run. `cargo test` does not build a `cdylib`-only
+/// package's library for its integration tests, so the test builds it itself (in a target
+/// directory of its own: the outer `cargo test` holds the main one), with the profile this test
+/// binary was built with.
 fn library() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/programs-<hash>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let so = dir.join("libsmallarena_preload.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
+    static SO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SO.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = manifest.join("..").join("target").join("preload-lib");
+        let release = !cfg!(debug_assertions);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(manifest)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "smallarena-preload",
+                "--target-dir",
+            ])
+            .arg(&target);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo");
+        assert!(status.success(), "building the preload library failed");
+        let so = target
+            .join(if release { "release" } else { "debug" })
+            .join("libsmallarena_preload.so");
+        assert!(so.exists(), "{} not built", so.display());
+        so
+    })
+    .clone()
 }
 
 fn have(program: &str, arg: &str) -> bool {
