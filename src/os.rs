@@ -104,25 +104,31 @@ pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
 
 #[cfg(loom)]
 mod loom_backing {
-    use core::sync::atomic::{AtomicUsize, Ordering};
+    use core::cell::Cell;
 
-    /// Bytes reserved once for all executions (virtual; pages are committed only when touched).
-    const RESERVE: usize = 1 << 30;
-    /// Start of the reservation (aligned to the arena size), once made.
-    static BASE: AtomicUsize = AtomicUsize::new(0);
-    /// Next free byte offset in this execution.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    /// Bytes reserved once per OS thread (virtual; pages are committed only when touched).
+    const RESERVE: usize = 256 << 20;
+
+    std::thread_local! {
+        /// (start of this OS thread's reservation, next free offset in the current execution).
+        /// Per OS thread: loom runs a model's executions on the thread that calls `model`, and
+        /// the test harness runs several models at once on different threads.
+        static RESERVATION: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
 
     /// Resets the reservation at the first mapping of each execution.
     struct Epoch;
     impl Epoch {
         fn new() -> Epoch {
-            let base = BASE.load(Ordering::Relaxed);
-            let used = NEXT.swap(0, Ordering::Relaxed);
-            if base != 0 && used != 0 {
-                // SAFETY: the range is inside our reservation; no execution still uses it.
-                unsafe { libc::madvise(base as *mut libc::c_void, used, libc::MADV_DONTNEED) };
-            }
+            RESERVATION.with(|r| {
+                let (base, used) = r.get();
+                if base != 0 && used != 0 {
+                    // SAFETY: the range is inside this thread's reservation, and no execution
+                    // still uses it (the previous one has ended).
+                    unsafe { libc::madvise(base as *mut libc::c_void, used, libc::MADV_DONTNEED) };
+                }
+                r.set((base, 0));
+            });
             Epoch
         }
     }
@@ -132,23 +138,25 @@ mod loom_backing {
 
     pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
         let _ = &*EPOCH;
-        let mut base = BASE.load(Ordering::Relaxed);
-        if base == 0 {
-            // SAFETY: a new anonymous mapping; nothing else is affected.
-            let p = unsafe { super::mmap(RESERVE + crate::arena::ARENA_SIZE) };
-            if p.is_null() {
-                return p;
+        RESERVATION.with(|r| {
+            let (mut base, next) = r.get();
+            if base == 0 {
+                // SAFETY: a new anonymous mapping; nothing else is affected.
+                let p = unsafe { super::mmap(RESERVE + crate::arena::ARENA_SIZE) };
+                if p.is_null() {
+                    return p;
+                }
+                let a = crate::arena::ARENA_SIZE;
+                base = (p.addr() + a - 1) & !(a - 1);
             }
-            base = (p.addr() + crate::arena::ARENA_SIZE - 1) & !(crate::arena::ARENA_SIZE - 1);
-            BASE.store(base, Ordering::Relaxed);
-        }
-        let start = (base + NEXT.load(Ordering::Relaxed) + align - 1) & !(align - 1);
-        if start + size > base + RESERVE {
-            return core::ptr::null_mut();
-        }
-        NEXT.store(start + size - base, Ordering::Relaxed);
-        // Provenance: loom models run on the reservation, exposed as plain addresses.
-        core::ptr::with_exposed_provenance_mut(start)
+            let start = (base + next + align - 1) & !(align - 1);
+            if start + size > base + RESERVE {
+                return core::ptr::null_mut();
+            }
+            r.set((base, start + size - base));
+            // Provenance: loom models run on the reservation, exposed as plain addresses.
+            core::ptr::with_exposed_provenance_mut(start)
+        })
     }
 }
 
