@@ -34,6 +34,7 @@
 //! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
 //! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
 //! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
+//! - [`slotted`]: map-like records over a fixed, shared key set, storing only the values.
 //! - [`url`]: CPython-compatible URL splitting with a kind-keyed, bounded parse cache.
 //! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
 //! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
@@ -53,6 +54,7 @@ mod pool;
 pub mod raw;
 mod registry;
 pub mod size_class;
+pub mod slotted;
 pub mod stats;
 mod sync;
 mod system;
