@@ -442,7 +442,7 @@ unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool, locked: Option<&mut 
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
         if (*pool).full && !(*pool).free.is_null() {
             (*pool).full = false;
-            link_front(heap, class, pool);
+            link_second(heap, class, pool);
         }
         if (*pool).used.load(Ordering::Relaxed) != 0 || (*pool).full || !Pool::remote_idle(pool) {
             return;
@@ -516,6 +516,31 @@ unsafe fn link_front(heap: *mut Heap, class: usize, pool: *mut Pool) {
             (*head).prev = pool;
         }
         (*heap).classes[class] = pool;
+    }
+}
+
+/// Links a pool that was full and just got a free block right after the head, so the head (with
+/// its run of free blocks) keeps serving and this pool gathers more frees before it is used: a
+/// pool at the front with a single free block would send the very next allocation back to the
+/// slow path.
+///
+/// # Safety
+/// `pool` is owned by `heap`, which the caller uses, and is in no list.
+unsafe fn link_second(heap: *mut Heap, class: usize, pool: *mut Pool) {
+    // SAFETY: owner-only list links.
+    unsafe {
+        let head = (*heap).classes[class];
+        if head == sentinel() {
+            link_front(heap, class, pool);
+            return;
+        }
+        let next = (*head).next;
+        (*pool).prev = head;
+        (*pool).next = next;
+        if !next.is_null() {
+            (*next).prev = pool;
+        }
+        (*head).next = pool;
     }
 }
 
