@@ -155,8 +155,9 @@ unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
     }
 }
 
-/// Serves a request from libc, counting it in `bytes_requested`.
-#[inline(always)]
+/// Serves a request from libc, counting it in `bytes_requested`. Kept out of line so the small
+/// fast paths that share a function with it need no saved registers.
+#[inline(never)]
 fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let p = if zeroed {
         system::alloc_zeroed(layout)
@@ -167,6 +168,17 @@ fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
         heap::account(layout.size());
     }
     p
+}
+
+/// Frees a libc block, counting it in `bytes_requested`; out of line, like [`large_alloc`].
+///
+/// # Safety
+/// `ptr` is a live libc block of `layout`.
+#[inline(never)]
+unsafe fn large_free(ptr: *mut u8, layout: Layout) {
+    heap::account(layout.size().wrapping_neg());
+    // SAFETY: per the caller.
+    unsafe { system::free(ptr) };
 }
 
 // SAFETY: small blocks come from pools that hand each block to one caller at a time, sized and
@@ -209,9 +221,8 @@ unsafe impl GlobalAlloc for SmallArena {
             unsafe { dealloc_small_other(ptr, layout) };
             return;
         }
-        heap::account(layout.size().wrapping_neg());
         // SAFETY: large blocks come from libc in every mode.
-        unsafe { system::free(ptr) };
+        unsafe { large_free(ptr, layout) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
