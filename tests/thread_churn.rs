@@ -99,8 +99,10 @@ fn heaps_are_adopted_and_arenas_return_to_the_os() {
         pools(&end),
         pools(&base)
     );
+    // The blocks each batch left behind (4 x 6,000 x 80 bytes, about 1.9 MB) are all live at
+    // once until the main thread frees them: at least two more arenas at the peak.
     assert!(
-        end.arenas_peak >= base.arenas_mapped + 4,
+        end.arenas_peak >= base.arenas_mapped + 2,
         "peak {}",
         end.arenas_peak
     );
