@@ -1,7 +1,9 @@
 //! Split speed over the kasztp corpus (48,009 real URLs): uncached vs cached, text vs bytes.
 //!
 //! `cargo bench --bench url`; the corpus path can be overridden with `URL_CORPUS`.
-//! CPython's figures for comparison: `python3 benches/cpython_urlsplit.py`.
+//! The `compare` group times the `url` crate's `Url::parse` on the same corpus, and at the
+//! end CPython's figures are printed (`python3 benches/cpython_urlsplit.py`, skipped when
+//! `python3` is missing or `URL_BENCH_NO_PYTHON` is set).
 
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
@@ -65,6 +67,28 @@ fn bench_split(c: &mut Criterion) {
     });
     g.finish();
 
+    // The `url` crate (WHATWG parsing, which also normalises and allocates a
+    // serialization) on the same corpus; relative references fail fast there.
+    let mut g = c.benchmark_group("compare");
+    g.measurement_time(Duration::from_secs(4));
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("url-crate-parse", |b| {
+        b.iter(|| {
+            for u in &urls {
+                let _ = black_box(::url::Url::parse(black_box(u.as_str())));
+            }
+        })
+    });
+    g.bench_function("smallarena-split", |b| {
+        b.iter(|| {
+            for u in &urls {
+                let _ = black_box(url::split(black_box(u.as_str())));
+            }
+        })
+    });
+    g.finish();
+
     // 100 hot URLs of each kind, all resident (a 1024-entry cache, so that the 200 entries
     // never collide with the per-shard bounds): the hit path.
     let mut g = c.benchmark_group("split-hit");
@@ -108,5 +132,27 @@ fn bench_split(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_split);
+/// CPython's per-URL times on the same corpus, for the table.
+fn cpython(_: &mut Criterion) {
+    if std::env::var_os("URL_BENCH_NO_PYTHON").is_some() {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(root.join("benches/cpython_urlsplit.py"));
+    if let Some(p) = std::env::var_os("URL_CORPUS") {
+        cmd.arg(p);
+    } else {
+        cmd.arg(root.join("data/urls/kasztp.txt"));
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => {
+            println!("CPython (python3 benches/cpython_urlsplit.py):");
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+        _ => println!("CPython timing skipped (python3 unavailable)"),
+    }
+}
+
+criterion_group!(benches, bench_split, cpython);
 criterion_main!(benches);

@@ -50,8 +50,8 @@
 //! # Serde
 //!
 //! With the `serde` cargo feature, a [`Record`] serializes as a map in schema
-//! order, and deserializes against a schema through [`RecordSeed`]
-//! (a [`serde::de::DeserializeSeed`]), rejecting unknown and duplicate keys.
+//! order, and deserializes against a schema through `RecordSeed`
+//! (a `serde::de::DeserializeSeed`), rejecting unknown and duplicate keys.
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
@@ -393,8 +393,9 @@ impl Slot {
 ///
 /// # Invariants
 ///
-/// * `block` was allocated with `Self::layout(schema)` and is owned
-///   exclusively by this record.
+/// * `block` was allocated with `Self::layout(W, N)` and is owned
+///   exclusively by this record. The schema handle is never replaced, so
+///   `W`, `N` and the layout stay fixed for the record's lifetime.
 /// * The first `W` `u64`s of the block are always initialized.
 /// * Value slot `i < N` holds an initialized `V` **if and only if** bit
 ///   `i % 64` of word `i / 64` is set. Bits at positions `>= N` are never set.
@@ -700,9 +701,25 @@ impl<V> Record<V> {
 
     /// Removes (and drops) all values, keeping the allocation.
     ///
-    /// If dropping a value panics, that value is considered removed and the
-    /// remaining values stay in the record.
+    /// If dropping a value panics, the remaining values are still dropped
+    /// (like `Vec::clear`) and the panic then propagates; the record is left
+    /// empty. A second panic while dropping aborts, as in the standard
+    /// collections.
     pub fn clear(&mut self) {
+        /// Resumes dropping the remaining values if a value's `drop` panics.
+        struct Resume<'r, V>(&'r mut Record<V>);
+        impl<V> Drop for Resume<'_, V> {
+            fn drop(&mut self) {
+                self.0.drop_present_values();
+            }
+        }
+        let guard = Resume(self);
+        guard.0.drop_present_values();
+        mem::forget(guard);
+    }
+
+    /// Drops every present value, clearing each bit before dropping its value.
+    fn drop_present_values(&mut self) {
         for wi in 0..self.schema.words() {
             while self.words()[wi] != 0 {
                 let b = self.words()[wi].trailing_zeros() as usize;
@@ -764,13 +781,24 @@ impl<V> Record<V> {
 
 impl<V> Drop for Record<V> {
     fn drop(&mut self) {
+        /// Frees the block even if dropping a value panics.
+        struct Free(NonNull<u64>, Layout);
+        impl Drop for Free {
+            fn drop(&mut self) {
+                // SAFETY: the block was allocated by `Record::new` with this
+                // exact layout (the schema is immutable); it is freed only
+                // here, after all values were dropped (or the drop unwound),
+                // and the record is never used again.
+                unsafe { alloc::dealloc(self.0.as_ptr().cast::<u8>(), self.1) };
+            }
+        }
+        let _free = Free(
+            self.block,
+            Self::layout(self.schema.words(), self.schema.len()),
+        );
         if mem::needs_drop::<V>() {
             self.clear();
         }
-        let layout = Self::layout(self.schema.words(), self.schema.len());
-        // SAFETY: `block` was allocated by `Record::new` with this exact
-        // layout (schema is immutable) and is not used after this point.
-        unsafe { alloc::dealloc(self.block.as_ptr().cast::<u8>(), layout) };
     }
 }
 
@@ -908,6 +936,10 @@ impl Iterator for BitIter<'_> {
 }
 
 /// Iterator over `(key, &value)` pairs of a [`Record`], in schema order.
+//
+// Invariant: `values` points at the value array of a record borrowed for
+// `'a`, and `bits` iterates over (a snapshot of) that record's presence words,
+// so every index it yields is an initialized value.
 pub struct Iter<'a, V> {
     bits: BitIter<'a>,
     keys: &'a [Box<str>],
@@ -946,7 +978,16 @@ impl<'a, V> Iterator for Iter<'a, V> {
 impl<V> ExactSizeIterator for Iter<'_, V> {}
 impl<V> FusedIterator for Iter<'_, V> {}
 
+// SAFETY: `Iter` is a shared borrow of a record (it only hands out `&V` and
+// `&str`), so it may cross threads exactly when `&V` may.
+unsafe impl<V: Sync> Send for Iter<'_, V> {}
+// SAFETY: as above; `&Iter` gives no access to anything.
+unsafe impl<V: Sync> Sync for Iter<'_, V> {}
+
 /// Iterator over `(key, &mut value)` pairs of a [`Record`], in schema order.
+//
+// Invariant: as for `Iter`, but the record is borrowed exclusively for `'a`;
+// each index is yielded at most once, so the `&mut V`s handed out are disjoint.
 pub struct IterMut<'a, V> {
     bits: BitIter<'a>,
     keys: &'a [Box<str>],
@@ -974,6 +1015,12 @@ impl<'a, V> Iterator for IterMut<'a, V> {
 
 impl<V> ExactSizeIterator for IterMut<'_, V> {}
 impl<V> FusedIterator for IterMut<'_, V> {}
+
+// SAFETY: `IterMut` is an exclusive borrow of a record handing out disjoint
+// `&mut V`s, so it is `Send`/`Sync` under the same bounds as `&mut V`.
+unsafe impl<V: Send> Send for IterMut<'_, V> {}
+// SAFETY: as above; `&IterMut` gives no access to any value.
+unsafe impl<V: Sync> Sync for IterMut<'_, V> {}
 
 /// Iterator over the present keys of a [`Record`], in schema order.
 pub struct Keys<'a, V> {

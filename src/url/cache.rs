@@ -28,12 +28,14 @@
 //!   with the cached answer, counting and logging divergences.
 
 use std::borrow::{Borrow, Cow};
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::ThreadId;
 
 use super::join::join_parts;
 use super::netloc::netloc_accessors;
@@ -51,6 +53,8 @@ pub struct Entry<K: ?Sized> {
     default_scheme: Box<K>,
     allow_fragments: bool,
     layout: Layout,
+    /// CLOCK reference bit (replacement metadata; the answer itself is immutable).
+    referenced: AtomicBool,
 }
 
 impl<K: Kind + ?Sized> Entry<K> {
@@ -61,10 +65,19 @@ impl<K: Kind + ?Sized> Entry<K> {
         }
     }
 
+    #[inline(always)]
     fn matches(&self, url: &K, scheme: &K, allow_fragments: bool) -> bool {
         self.allow_fragments == allow_fragments
             && same_bytes(self.input.raw(), url.raw())
             && same_bytes(self.default_scheme.raw(), scheme.raw())
+    }
+
+    /// Marks the entry referenced for CLOCK (a plain store, and only when not yet marked,
+    /// so that hits do not keep writing the cache line).
+    fn touch(&self) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
     }
 
     fn size(&self) -> usize {
@@ -78,6 +91,7 @@ impl<K: Kind + ?Sized> Entry<K> {
 
 /// Byte equality without a call to libc `memcmp` (keys are short; an inlined word loop is
 /// several times cheaper than the call on the hit path).
+#[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -85,11 +99,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let mut ca = a.chunks_exact(8);
     let mut cb = b.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        let mut wx = [0u8; 8];
-        let mut wy = [0u8; 8];
-        wx.copy_from_slice(x);
-        wy.copy_from_slice(y);
-        if u64::from_ne_bytes(wx) != u64::from_ne_bytes(wy) {
+        if word(x) != word(y) {
             return false;
         }
     }
@@ -105,11 +115,19 @@ pub enum AnyEntry {
     Bytes(Arc<Entry<[u8]>>),
 }
 
+impl AnyEntry {
+    fn referenced(&self) -> &AtomicBool {
+        match self {
+            AnyEntry::Text(e) => &e.referenced,
+            AnyEntry::Bytes(e) => &e.referenced,
+        }
+    }
+}
+
 struct Slot {
     hash: u64,
     entry: AnyEntry,
     size: usize,
-    referenced: AtomicBool,
 }
 
 /// Hasher for keys that are already 64-bit hashes.
@@ -161,7 +179,7 @@ impl ShardInner {
             let i = self.hand % n;
             self.hand = (i + 1) % n;
             if let Some(slot) = &self.slots[i] {
-                if slot.referenced.swap(false, Ordering::Relaxed) {
+                if slot.entry.referenced().swap(false, Ordering::Relaxed) {
                     continue;
                 }
                 self.remove(i);
@@ -176,7 +194,9 @@ impl ShardInner {
 #[repr(align(128))]
 struct Shard {
     inner: RwLock<ShardInner>,
-    hits: AtomicU64,
+    /// Bumped (under the write lock) whenever an entry leaves the shard; a per-thread front
+    /// slot stamped with an older generation may hold an entry that is no longer resident.
+    generation: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
     rejected: AtomicU64,
@@ -261,13 +281,16 @@ impl UrlCacheBuilder {
                     cap: self.capacity / n + usize::from(i < self.capacity % n),
                     max_bytes: self.max_bytes / n,
                 }),
-                hits: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
             })
             .collect();
         UrlCache {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            thread_hits: Mutex::new(Vec::new()),
+            fallback_hits: AtomicU64::new(0),
             shards,
             seed: RandomState::new().hash_one(0x5eed_u64),
             checked: self.checked,
@@ -294,6 +317,13 @@ impl UrlCacheBuilder {
 /// assert_eq!(cache.stats().misses, 2);
 /// ```
 pub struct UrlCache {
+    /// Unique among all caches ever built in the process (keys the per-thread fronts).
+    uid: u64,
+    /// Hit counters, one per thread that hit this cache, each written by its thread only
+    /// (a relaxed load and store, no read-modify-write) and summed by [`UrlCache::stats`].
+    thread_hits: Mutex<Vec<(ThreadId, Arc<AtomicU64>)>>,
+    /// Hits counted while the thread's front was unavailable (thread teardown).
+    fallback_hits: AtomicU64,
     shards: Box<[Shard]>,
     seed: u64,
     checked: bool,
@@ -321,6 +351,7 @@ impl Default for UrlCache {
     }
 }
 
+#[inline(always)]
 fn mix(a: u64, b: u64) -> u64 {
     let r = u128::from(a).wrapping_mul(u128::from(b));
     (r as u64) ^ ((r >> 64) as u64)
@@ -329,16 +360,22 @@ fn mix(a: u64, b: u64) -> u64 {
 const M1: u64 = 0x9e37_79b9_7f4a_7c15;
 const M2: u64 = 0xd6e8_feb8_6659_fd93;
 
+/// The first (up to) 8 bytes of `b` as a little-endian word, without a `memcpy` call.
+#[inline(always)]
 fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    let k = b.len().min(8);
-    w[..k].copy_from_slice(&b[..k]);
-    u64::from_le_bytes(w)
+    match b.get(..8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        Some(w) => u64::from_le_bytes(w),
+        None => b
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+    }
 }
 
 /// Seeded multiply-fold hash, 16 bytes per multiplication. Not DoS-resistant by itself, but
 /// collisions only cost cache efficiency: the table maps hash -> one slot and every hit
 /// compares the full key.
+#[inline]
 fn hash_bytes(mut h: u64, data: &[u8]) -> u64 {
     h = mix(h ^ data.len() as u64, M1);
     let mut chunks = data.chunks_exact(16);
@@ -354,6 +391,69 @@ fn hash_bytes(mut h: u64, data: &[u8]) -> u64 {
 }
 
 const MAX_LOG: usize = 32;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// Slots of a thread's front (direct-mapped by key hash).
+const FRONT_SLOTS: usize = 512;
+/// Entries bigger than this are not kept in fronts, so that the evicted entries a front may
+/// still hold until its slot is reused pin at most `FRONT_SLOTS * FRONT_MAX_ENTRY` bytes
+/// per thread.
+const FRONT_MAX_ENTRY: usize = 512;
+
+struct FrontSlot {
+    hash: u64,
+    /// The shard's generation when the entry was seen resident.
+    generation: u64,
+    entry: AnyEntry,
+}
+
+/// A thread's front for one cache: recently hit entries, answered without taking the
+/// shard's lock while the shard's generation shows that no entry left it since. A front hit
+/// is therefore exactly a hit of the shared cache (same entry, same counting, same CLOCK
+/// marking); the front only saves the lock.
+struct Front {
+    uid: u64,
+    hits: Option<Arc<AtomicU64>>,
+    slots: Vec<Option<FrontSlot>>,
+}
+
+impl Front {
+    /// Points the front at `cache`, dropping another cache's slots.
+    fn enter<'a>(&'a mut self, cache: &'a UrlCache) -> &'a AtomicU64 {
+        if self.uid != cache.uid || self.hits.is_none() {
+            self.uid = cache.uid;
+            self.slots.clear();
+            self.slots.resize_with(FRONT_SLOTS, || None);
+            self.hits = Some(cache.thread_counter());
+        }
+        self.hits.as_deref().unwrap_or(&cache.fallback_hits)
+    }
+}
+
+thread_local! {
+    static FRONT: RefCell<Front> = const {
+        RefCell::new(Front {
+            uid: 0,
+            hits: None,
+            slots: Vec::new(),
+        })
+    };
+}
+
+/// The two front slots a key may occupy.
+#[inline]
+fn front_slots(hash: u64) -> [usize; 2] {
+    [
+        hash as usize % FRONT_SLOTS,
+        (hash >> 20) as usize % FRONT_SLOTS,
+    ]
+}
+
+/// Adds one to a counter written only by the current thread: no read-modify-write needed.
+fn bump_own(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
 
 impl UrlCache {
     /// Default entry bound, as CPython 3.11's `lru_cache` on `urlsplit`.
@@ -383,8 +483,55 @@ impl UrlCache {
 
     fn key_hash<K: Kind + ?Sized>(&self, url: &K, scheme: &K, allow_fragments: bool) -> u64 {
         let tag = (K::TAG as u64) << 1 | u64::from(allow_fragments);
-        let h = hash_bytes(self.seed ^ tag.wrapping_mul(M2), scheme.raw());
+        let h = self.seed ^ tag.wrapping_mul(M2);
+        let h = if scheme.raw().is_empty() {
+            h
+        } else {
+            hash_bytes(h, scheme.raw())
+        };
         mix(hash_bytes(h, url.raw()), M1 ^ tag)
+    }
+
+    /// This thread's hit counter for this cache (registered once per thread).
+    fn thread_counter(&self) -> Arc<AtomicU64> {
+        let me = std::thread::current().id();
+        let mut reg = self.thread_hits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = reg.iter().find(|(t, _)| *t == me) {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(AtomicU64::new(0));
+        reg.push((me, Arc::clone(&c)));
+        c
+    }
+
+    /// Counts a hit on the slow path, and remembers the entry in this thread's front.
+    fn note_hit(&self, hash: u64, generation: u64, entry: AnyEntry, size_ok: bool) {
+        let done = FRONT.try_with(|f| {
+            let Ok(mut f) = f.try_borrow_mut() else {
+                return false;
+            };
+            bump_own(f.enter(self));
+            if size_ok {
+                // Two candidate slots per key: the first that is free or out of date,
+                // else the second.
+                let [a, b] = front_slots(hash);
+                let current = |s: &Option<FrontSlot>| {
+                    s.as_ref().is_some_and(|s| {
+                        s.generation == self.shard(s.hash).generation.load(Ordering::Relaxed)
+                    })
+                };
+                let i = if current(&f.slots[a]) { b } else { a };
+                f.slots[i] = Some(FrontSlot {
+                    hash,
+                    generation,
+                    entry,
+                });
+            }
+            true
+        });
+        if done != Ok(true) {
+            self.fallback_hits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn shard(&self, hash: u64) -> &Shard {
@@ -465,25 +612,53 @@ impl UrlCache {
     ) -> Result<CachedSplit<K>, UrlError> {
         let hash = self.key_hash(url, scheme, allow_fragments);
         let shard = self.shard(hash);
-        let found = {
+        // The front: no lock, no shared write (the hit counter is this thread's own).
+        let generation = shard.generation.load(Ordering::Acquire);
+        let front = FRONT
+            .try_with(|f| {
+                let mut f = f.try_borrow_mut().ok()?;
+                if f.uid != self.uid {
+                    return None;
+                }
+                let [a, b] = front_slots(hash);
+                let slot = [a, b].into_iter().find_map(|i| {
+                    f.slots
+                        .get(i)?
+                        .as_ref()
+                        .filter(|s| s.hash == hash && s.generation == generation)
+                })?;
+                let e = K::unwrap_entry(&slot.entry)?;
+                if !e.matches(url, scheme, allow_fragments) {
+                    return None;
+                }
+                e.touch();
+                let e = Arc::clone(e);
+                bump_own(f.enter(self));
+                Some(e)
+            })
+            .ok()
+            .flatten();
+        let found = front.map(|e| (e, None)).or_else(|| {
             let g = shard.inner.read().unwrap_or_else(|e| e.into_inner());
-            g.index
+            let slot = g
+                .index
                 .get(&hash)
                 .and_then(|&i| g.slots.get(i))
-                .and_then(Option::as_ref)
-                .and_then(|slot| {
-                    let e = K::unwrap_entry(&slot.entry)?;
-                    if !e.matches(url, scheme, allow_fragments) {
-                        return None;
-                    }
-                    if !slot.referenced.load(Ordering::Relaxed) {
-                        slot.referenced.store(true, Ordering::Relaxed);
-                    }
-                    Some(Arc::clone(e))
-                })
-        };
-        if let Some(entry) = found {
-            shard.hits.fetch_add(1, Ordering::Relaxed);
+                .and_then(Option::as_ref)?;
+            let e = K::unwrap_entry(&slot.entry)?;
+            if !e.matches(url, scheme, allow_fragments) {
+                return None;
+            }
+            e.touch();
+            // Read under the lock: the entry is resident at this generation.
+            let generation = shard.generation.load(Ordering::Acquire);
+            Some((Arc::clone(e), Some((generation, slot.size))))
+        });
+        if let Some((entry, slow)) = found {
+            if let Some((generation, size)) = slow {
+                let any = K::wrap(Arc::clone(&entry));
+                self.note_hit(hash, generation, any, size <= FRONT_MAX_ENTRY);
+            }
             let hit = CachedSplit { entry };
             if self.checked {
                 self.verify(url, scheme, allow_fragments, &hit);
@@ -503,6 +678,7 @@ impl UrlCache {
             default_scheme: scheme.boxed(),
             allow_fragments,
             layout: *fresh.layout(),
+            referenced: AtomicBool::new(false),
         });
         Ok(CachedSplit {
             entry: self.insert(shard, hash, entry),
@@ -535,19 +711,20 @@ impl UrlCache {
             }
             // A different key with the same 64-bit hash: replace it.
             g.remove(i);
+            shard.generation.fetch_add(1, Ordering::Release);
             shard.evictions.fetch_add(1, Ordering::Relaxed);
         }
         while g.live >= g.cap || g.bytes + size > g.max_bytes {
             if !g.evict_one() {
                 break;
             }
+            shard.generation.fetch_add(1, Ordering::Release);
             shard.evictions.fetch_add(1, Ordering::Relaxed);
         }
         let slot = Slot {
             hash,
             entry: K::wrap(Arc::clone(&entry)),
             size,
-            referenced: AtomicBool::new(false),
         };
         let i = match g.free.pop() {
             Some(i) => {
@@ -607,10 +784,18 @@ impl UrlCache {
     pub fn stats(&self) -> CacheStats {
         let mut s = CacheStats {
             divergences: self.divergences.load(Ordering::Relaxed),
+            hits: self.fallback_hits.load(Ordering::Relaxed),
             ..CacheStats::default()
         };
+        for (_, c) in self
+            .thread_hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            s.hits += c.load(Ordering::Relaxed);
+        }
         for sh in self.shards.iter() {
-            s.hits += sh.hits.load(Ordering::Relaxed);
             s.misses += sh.misses.load(Ordering::Relaxed);
             s.evictions += sh.evictions.load(Ordering::Relaxed);
             s.rejected += sh.rejected.load(Ordering::Relaxed);
@@ -631,6 +816,7 @@ impl UrlCache {
             g.hand = 0;
             g.live = 0;
             g.bytes = 0;
+            sh.generation.fetch_add(1, Ordering::Release);
         }
     }
 }

@@ -51,8 +51,12 @@ fn find(b: &[u8], c: u8) -> Option<usize> {
 }
 
 /// CPython's `scheme.strip(C0_OR_SPACE)` followed by the removal of tab/CR/LF.
+#[inline]
 pub(crate) fn clean_scheme<K: Kind + ?Sized>(scheme: &K) -> Cow<'_, K> {
     let b = scheme.raw();
+    if b.is_empty() {
+        return Cow::Borrowed(scheme);
+    }
     let start = b
         .iter()
         .position(|&c| !is_c0_or_space(c))
