@@ -382,3 +382,46 @@ fn shared_between_threads() {
     assert_eq!(s.hits + s.misses, 800);
     assert!(s.entries <= 32);
 }
+
+/// Hits are counted per thread (no shared read-modify-write); counters of exited threads and
+/// of threads that moved to another cache are folded in, never lost, and eviction
+/// invalidates the per-thread fronts (a front never answers with an evicted entry).
+#[test]
+fn hit_counts_survive_thread_churn_and_eviction() {
+    let cache = UrlCache::builder()
+        .capacity(4)
+        .shards(1)
+        .checked(true)
+        .build();
+    let other = UrlCache::new();
+    let _ = cache.split("http://a/hot").unwrap();
+    for round in 0..40 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    let _ = cache.split("http://a/hot").unwrap();
+                }
+                if round % 2 == 0 {
+                    // Moves this thread's front to another cache.
+                    let _ = other.split("http://b/").unwrap();
+                    let _ = other.split("http://b/").unwrap();
+                }
+            });
+        });
+    }
+    assert_eq!(cache.stats().hits, 120);
+    assert_eq!(other.stats().hits, 39); // 40 lookups, the first a miss
+                                        // Evict the hot entry (capacity 4, fresh keys), then hit it again: a miss.
+    let misses = cache.stats().misses;
+    for i in 0..8 {
+        let _ = cache.split(format!("http://c/{i}").as_str()).unwrap();
+    }
+    let before = cache.stats();
+    let r = cache.split("http://a/hot").unwrap();
+    assert_eq!(r.path(), "/hot");
+    let after = cache.stats();
+    assert_eq!(after.misses, before.misses + 1, "{before:?} -> {after:?}");
+    assert_eq!(after.hits, before.hits);
+    assert_eq!(before.misses, misses + 8);
+    assert_eq!(after.divergences, 0);
+}

@@ -7,9 +7,21 @@
 //!   answer a bytes request even on a hash collision: the 2005 `urlparse` bug is a type
 //!   error here, not a convention.
 //! - **No global lock on hits.** The cache is split into shards (8 by default), each a
-//!   `RwLock` over a small table. A hit takes one shard's *read* lock, marks the entry
-//!   referenced with a relaxed atomic store (only when not already marked) and clones an
-//!   `Arc`. Writers (misses) lock one shard only.
+//!   `RwLock` over a small table. Writers (misses) lock one shard only.
+//! - **Lock-free repeat hits: per-thread fronts.** Each thread keeps a small front (512
+//!   slots, two candidate slots per key) of entries it has hit, each stamped with its
+//!   shard's *generation*, a counter bumped under the write lock whenever an entry leaves the
+//!   shard (eviction, collision, `clear`). A front slot answers only while the stamp equals
+//!   the shard's current generation, i.e. while the entry is still resident, so a front hit
+//!   is exactly a shared-cache hit (same entry, same counts, same CLOCK marking); it just
+//!   needs no lock: one atomic load, the key compare and the `Arc` clone. Other hits take
+//!   the shard's *read* lock and refill the front. Entries over 512 bytes are not kept in
+//!   fronts, so the evicted entries a front may still hold until its slot is reused pin at
+//!   most 256 KiB per thread.
+//! - **Hit counting without read-modify-write.** Each thread counts its hits of a cache in
+//!   its own `AtomicU64` (registered once per thread with the cache), with a relaxed load
+//!   and store: single writer, so exact and thread-safe; [`UrlCache::stats`] sums them.
+//!   Misses, evictions and rejections keep per-shard atomic counters.
 //! - **Replacement.** CLOCK (second chance) per shard: an approximation of LRU that needs no
 //!   list relinking on hits, so hits stay read-only. CPython's `lru_cache` is an exact LRU
 //!   over 128 entries; here the 128 entries are divided between the shards, so the policy
@@ -304,8 +316,9 @@ impl UrlCacheBuilder {
 
 /// A bounded, thread-safe cache of [`split`](super::split) results keyed by (kind, exact
 /// input, options). See the [module source](self) notes for the design; in short: sharded
-/// `RwLock`s (hits take one shard's read lock), CLOCK replacement, immutable `Arc`-shared
-/// entries, count and byte bounds, and a checked mode.
+/// `RwLock`s, lock-free repeat hits through per-thread fronts validated by shard
+/// generations, CLOCK replacement, immutable `Arc`-shared entries, count and byte bounds,
+/// and a checked mode.
 ///
 /// ```
 /// use smallarena::url::UrlCache;
@@ -322,7 +335,8 @@ pub struct UrlCache {
     /// Hit counters, one per thread that hit this cache, each written by its thread only
     /// (a relaxed load and store, no read-modify-write) and summed by [`UrlCache::stats`].
     thread_hits: Mutex<Vec<(ThreadId, Arc<AtomicU64>)>>,
-    /// Hits counted while the thread's front was unavailable (thread teardown).
+    /// Hits counted while the thread's front was unavailable (thread teardown), plus the
+    /// counts of retired per-thread counters.
     fallback_hits: AtomicU64,
     shards: Box<[Shard]>,
     seed: u64,
@@ -499,6 +513,19 @@ impl UrlCache {
         if let Some((_, c)) = reg.iter().find(|(t, _)| *t == me) {
             return Arc::clone(c);
         }
+        // Counters no thread holds any more (their thread exited or moved its front to
+        // another cache) are folded into `fallback_hits`, so that the registry stays
+        // bounded by the threads currently using this cache. Only holders of a clone write
+        // a counter, and clones are only made here, under the lock.
+        reg.retain(|(_, c)| {
+            if Arc::strong_count(c) == 1 {
+                self.fallback_hits
+                    .fetch_add(c.load(Ordering::Relaxed), Ordering::Relaxed);
+                false
+            } else {
+                true
+            }
+        });
         let c = Arc::new(AtomicU64::new(0));
         reg.push((me, Arc::clone(&c)));
         c
@@ -784,16 +811,16 @@ impl UrlCache {
     pub fn stats(&self) -> CacheStats {
         let mut s = CacheStats {
             divergences: self.divergences.load(Ordering::Relaxed),
-            hits: self.fallback_hits.load(Ordering::Relaxed),
             ..CacheStats::default()
         };
-        for (_, c) in self
-            .thread_hits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
         {
-            s.hits += c.load(Ordering::Relaxed);
+            // Under the registry lock, so that a counter being retired into
+            // `fallback_hits` is counted exactly once.
+            let reg = self.thread_hits.lock().unwrap_or_else(|e| e.into_inner());
+            s.hits = self.fallback_hits.load(Ordering::Relaxed);
+            for (_, c) in reg.iter() {
+                s.hits += c.load(Ordering::Relaxed);
+            }
         }
         for sh in self.shards.iter() {
             s.misses += sh.misses.load(Ordering::Relaxed);
