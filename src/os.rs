@@ -47,7 +47,6 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
 }
 
 #[cfg(not(miri))]
-#[cfg_attr(loom, allow(dead_code))]
 unsafe fn mmap(size: usize) -> *mut u8 {
     // SAFETY: the caller asks for a new anonymous mapping; no existing memory is affected.
     let p = unsafe {

@@ -27,7 +27,9 @@
 //! if !p.is_null() {
 //!     // Arena mode: the block is ours, 112 bytes (class 6), 16-byte aligned.
 //!     assert!(raw::owns(p));
+//!     // SAFETY: `p` is a live block from `raw::alloc`.
 //!     assert_eq!(unsafe { raw::usable_size(p) }, 112);
+//!     // SAFETY: `p` is live and freed once.
 //!     unsafe { raw::free(p) };
 //! }
 //! let big = raw::alloc(4096);
