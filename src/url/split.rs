@@ -42,10 +42,6 @@ fn is_tab_crlf(c: u8) -> bool {
     matches!(c, b'\t' | b'\r' | b'\n')
 }
 
-fn is_scheme_char(c: &u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')
-}
-
 fn find(b: &[u8], c: u8) -> Option<usize> {
     b.iter().position(|&x| x == c)
 }
@@ -73,137 +69,273 @@ pub(crate) fn clean_scheme<K: Kind + ?Sized>(scheme: &K) -> Cow<'_, K> {
     }
 }
 
-/// Byte classes for the single scan: first `:`, `?`, `#`, and any tab/CR/LF.
+// Byte classes for the one-pass split: the bits of [`CLASS`].
+
+/// May appear in a scheme: ASCII letters and digits, `+`, `-`, `.`.
+const SCHEME: u8 = 1;
+/// An ASCII uppercase letter (a scheme holding one is lowercased).
+const UPPER: u8 = 2;
+/// `/`, `?`, `#`: the end of a netloc.
+const NET_END: u8 = 4;
+/// `[`, `]`: the netloc needs the bracket checks.
+const BRACKET: u8 = 8;
+/// Tab, CR, LF: removed anywhere before splitting.
+const TAB_CRLF: u8 = 16;
+/// Not ASCII: a text netloc needs the NFKC check.
+const NON_ASCII: u8 = 32;
+/// `?`: the start of the query.
+const QUERY: u8 = 64;
+/// `#`: the start of the fragment.
+const HASH: u8 = 128;
+
+/// The class bits of every byte value.
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
-    t[b':' as usize] = 1;
-    t[b'?' as usize] = 2;
-    t[b'#' as usize] = 3;
-    t[b'\t' as usize] = 4;
-    t[b'\r' as usize] = 4;
-    t[b'\n' as usize] = 4;
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.' {
+            t[c] |= SCHEME;
+        }
+        if b.is_ascii_uppercase() {
+            t[c] |= UPPER;
+        }
+        if b >= 0x80 {
+            t[c] |= NON_ASCII;
+        }
+        c += 1;
+    }
+    t[b'/' as usize] |= NET_END;
+    t[b'?' as usize] |= NET_END | QUERY;
+    t[b'#' as usize] |= NET_END | HASH;
+    t[b'[' as usize] |= BRACKET;
+    t[b']' as usize] |= BRACKET;
+    t[b'\t' as usize] |= TAB_CRLF;
+    t[b'\r' as usize] |= TAB_CRLF;
+    t[b'\n' as usize] |= TAB_CRLF;
     t
 };
 
-/// First positions (or `len`) of `:`, `?`, `#` and whether tab/CR/LF occur: one pass.
-#[derive(Clone, Copy)]
-pub(crate) struct Scan {
-    colon: usize,
-    question: usize,
-    hash: usize,
-    tab_crlf: bool,
+#[inline(always)]
+fn class(c: u8) -> u8 {
+    CLASS[usize::from(c)]
 }
 
-/// Nonzero when some byte of `v` may equal `c` (exact for "no byte equals `c`").
-#[inline]
-fn may_have(v: u64, c: u8) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
+// Word-at-a-time search: a `u64` holds eight bytes, and the masks below set the high bit of
+// each byte that matches. A mask can also flag bytes *above* a true match (a borrow carries
+// upward), never below one, so its lowest flagged byte is always a true match: that is the
+// only byte these scans ever use.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Up to eight bytes of `b` from `j` (which must be `< b.len()`) as a little-endian word,
+/// padded past the end with `a`, which no mask below flags.
+#[inline(always)]
+fn word_from(b: &[u8], j: usize) -> u64 {
+    let mut w = [b'a'; 8];
+    let rest = &b[j..];
+    if rest.len() >= 8 {
+        w.copy_from_slice(&rest[..8]);
+    } else {
+        w[..rest.len()].copy_from_slice(rest);
+    }
+    u64::from_le_bytes(w)
+}
+
+/// Bytes equal to `c`.
+#[inline(always)]
+fn eq_mask(v: u64, c: u8) -> u64 {
     let x = v ^ (LO * u64::from(c));
     x.wrapping_sub(LO) & !x & HI
 }
 
-pub(crate) fn scan(b: &[u8]) -> Scan {
-    let n = b.len();
-    let mut s = Scan {
-        colon: n,
-        question: n,
-        hash: n,
-        tab_crlf: false,
-    };
-    let mut note = |i: usize, c: u8| match CLASS[usize::from(c)] {
-        0 => {}
-        1 => s.colon = s.colon.min(i),
-        2 => s.question = s.question.min(i),
-        3 => s.hash = s.hash.min(i),
-        _ => s.tab_crlf = true,
-    };
-    // Eight bytes at a time: most words hold none of the six interesting bytes.
-    let mut chunks = b.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(w);
-        let m = may_have(v, b':')
-            | may_have(v, b'?')
-            | may_have(v, b'#')
-            | may_have(v, b'\t')
-            | may_have(v, b'\r')
-            | may_have(v, b'\n');
-        if m != 0 {
-            for (j, &c) in chunk.iter().enumerate() {
-                note(base + j, c);
-            }
-        }
-        base += 8;
-    }
-    for (j, &c) in chunks.remainder().iter().enumerate() {
-        note(base + j, c);
-    }
-    s
+/// Bytes below 0x0E (tab, CR and LF are).
+#[inline(always)]
+fn below_0e_mask(v: u64) -> u64 {
+    v.wrapping_sub(LO * 0x0E) & !v & HI
 }
 
-/// The split proper, on the cleaned bytes, given their [`scan`]. Validates brackets in
-/// the netloc.
-///
-/// Uses the first `:`, `?` and `#` of the whole buffer: none of them can occur before the
-/// place where CPython starts looking for it (a scheme holds none of them, a netloc ends at
-/// the first `?` or `#`), so the first occurrences are the delimiters.
-fn layout_from(b: &[u8], sc: Scan, allow_fragments: bool) -> Result<Layout, UrlError> {
+/// Index of the lowest flagged byte of a nonzero mask.
+#[inline(always)]
+fn lowest(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// The end of the netloc that starts at `s` (the first `/`, `?` or `#`, or `b.len()`), and
+/// the union of the [`CLASS`] bits of the bytes before it.
+#[inline(always)]
+fn netloc_end(b: &[u8], s: usize) -> (usize, u8) {
     let n = b.len();
-    let mut pos = 0;
-    let mut scheme = None;
-    let i = sc.colon;
-    if i < n && i > 0 && b[0].is_ascii_alphabetic() && b[..i].iter().all(is_scheme_char) {
-        scheme = Some(Span { start: 0, end: i });
-        pos = i + 1;
-    }
-    let mut netloc = Span::at(pos);
-    if b.get(pos) == Some(&b'/') && b.get(pos + 1) == Some(&b'/') {
-        let s = pos + 2;
-        let limit = sc.question.min(sc.hash).max(s);
-        // One pass for the end of the netloc and the presence of brackets.
-        let mut e = limit;
-        let mut brackets = false;
-        for (j, &c) in b[s..limit].iter().enumerate() {
-            match c {
-                b'/' => {
-                    e = s + j;
-                    break;
-                }
-                b'[' | b']' => brackets = true,
-                _ => {}
+    let mut e = s;
+    let mut seen = 0u8;
+    while e < n {
+        let v = word_from(b, e);
+        let end = eq_mask(v, b'/') | eq_mask(v, b'?') | eq_mask(v, b'#');
+        // Brackets, tab/CR/LF and non-ASCII bytes need their class bits; plain host bytes
+        // (the common case) contribute nothing.
+        let look = eq_mask(v, b'[') | eq_mask(v, b']') | below_0e_mask(v) | (v & HI);
+        let k = if end != 0 {
+            lowest(end)
+        } else {
+            (n - e).min(8)
+        };
+        let below_k = if k >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * k)) - 1
+        };
+        if look & below_k != 0 {
+            for &c in &b[e..e + k] {
+                seen |= class(c);
             }
         }
+        e += k;
+        if end != 0 {
+            break;
+        }
+    }
+    (e, seen)
+}
+
+/// Whether a tab, CR or LF occurs in `b[j..]`.
+#[inline(always)]
+fn has_tab_crlf_from(b: &[u8], mut j: usize) -> bool {
+    while j < b.len() {
+        let m = below_0e_mask(word_from(b, j));
+        if m == 0 {
+            j += 8;
+            continue;
+        }
+        j += lowest(m);
+        if class(b[j]) & TAB_CRLF != 0 {
+            return true;
+        }
+        j += 1;
+    }
+    false
+}
+
+/// A [`Layout`] plus what the split learned on the way.
+struct Found {
+    layout: Layout,
+    /// The scheme holds an uppercase letter.
+    upper: bool,
+    /// The netloc holds a byte that is not ASCII.
+    non_ascii: bool,
+}
+
+/// The split proper, in one pass over `b` (stripped of leading C0 controls and spaces).
+/// `None` when `b` holds a tab, CR or LF: CPython removes those first, so the caller splits a
+/// copy without them. Validates brackets in the netloc.
+///
+/// Follows `urlsplit` step by step: the scheme is the run of scheme characters from the start
+/// when a `:` ends it (the first `:` of the URL, as `url.find(':')`) and it starts with a letter;
+/// after `//` the netloc runs to the first `/`, `?` or `#`; then, with fragments allowed, the
+/// first `#` starts the fragment, and the first `?` before it the query.
+fn layout_of(b: &[u8], allow_fragments: bool) -> Result<Option<Found>, UrlError> {
+    let n = b.len();
+    let mut i = 0;
+    let mut seen = 0u8;
+    while i < n && class(b[i]) & SCHEME != 0 {
+        seen |= class(b[i]);
+        i += 1;
+    }
+    let mut pos = 0;
+    let mut scheme = None;
+    match b.get(i) {
+        Some(b':') if i > 0 && b[0].is_ascii_alphabetic() => {
+            scheme = Some(Span { start: 0, end: i });
+            pos = i + 1;
+        }
+        Some(&c) if class(c) & TAB_CRLF != 0 => return Ok(None),
+        _ => {}
+    }
+    let upper = scheme.is_some() && seen & UPPER != 0;
+
+    let mut netloc = Span::at(pos);
+    let mut non_ascii = false;
+    if b.get(pos) == Some(&b'/') && b.get(pos + 1) == Some(&b'/') {
+        let s = pos + 2;
+        let (e, seen) = netloc_end(b, s);
+        if seen & TAB_CRLF != 0 {
+            return Ok(None);
+        }
         netloc = Span { start: s, end: e };
-        if brackets {
+        if seen & BRACKET != 0 {
             check_brackets(&b[s..e])?;
         }
+        non_ascii = seen & NON_ASCII != 0;
         pos = e;
     }
-    let mut end = n;
-    let mut fragment = Span::at(n);
-    if allow_fragments && sc.hash < n {
-        end = sc.hash.max(pos);
-        fragment = Span {
-            start: end + 1,
-            end: n,
-        };
+
+    // The first `?` and (with fragments allowed) the first `#` after the netloc.
+    let mut question = n;
+    let mut hash = n;
+    let mut j = pos;
+    while j < n {
+        let v = word_from(b, j);
+        let m = eq_mask(v, b'?') | eq_mask(v, b'#') | below_0e_mask(v);
+        if m == 0 {
+            j += 8;
+            continue;
+        }
+        j += lowest(m);
+        let c = class(b[j]);
+        if c & TAB_CRLF != 0 {
+            return Ok(None);
+        }
+        if c & QUERY != 0 && question == n {
+            question = j;
+        }
+        if c & HASH != 0 && allow_fragments {
+            hash = j;
+            break;
+        }
+        j += 1;
     }
-    let (path, query) = if sc.question < end && sc.question >= pos {
-        let q = sc.question;
-        (Span { start: pos, end: q }, Span { start: q + 1, end })
+    if hash < n && has_tab_crlf_from(b, hash + 1) {
+        return Ok(None);
+    }
+    let fragment = if hash < n {
+        Span {
+            start: hash + 1,
+            end: n,
+        }
     } else {
-        (Span { start: pos, end }, Span::at(end))
+        Span::at(n)
     };
-    Ok(Layout {
-        scheme,
-        netloc,
-        path,
-        query,
-        fragment,
-    })
+    let (path, query) = if question < hash {
+        (
+            Span {
+                start: pos,
+                end: question,
+            },
+            Span {
+                start: question + 1,
+                end: hash,
+            },
+        )
+    } else {
+        (
+            Span {
+                start: pos,
+                end: hash,
+            },
+            Span::at(hash),
+        )
+    };
+    Ok(Some(Found {
+        layout: Layout {
+            scheme,
+            netloc,
+            path,
+            query,
+            fragment,
+        },
+        upper,
+        non_ascii,
+    }))
 }
 
 /// The bracket checks of `urlsplit` on a netloc.
@@ -354,26 +486,28 @@ pub(crate) fn split_impl<'a, K: Kind + ?Sized>(
     allow_fragments: bool,
 ) -> Result<Split<'a, K>, UrlError> {
     let b = url.raw();
-    let start = b
-        .iter()
-        .position(|&c| !is_c0_or_space(c))
-        .unwrap_or(b.len());
-    let stripped = url.sub(start, b.len());
-    let sc = scan(stripped.raw());
-    let (mut buf, sc) = if sc.tab_crlf {
-        let owned: Cow<'a, K> = Cow::Owned(stripped.without_tab_crlf());
-        let sc = scan(owned.raw());
-        (owned, sc)
-    } else {
-        (Cow::Borrowed(stripped), sc)
+    let start = match b.first() {
+        Some(&c) if !is_c0_or_space(c) => 0,
+        _ => b
+            .iter()
+            .position(|&c| !is_c0_or_space(c))
+            .unwrap_or(b.len()),
     };
-    let layout = layout_from(buf.raw(), sc, allow_fragments)?;
-    if let Some(s) = layout.scheme {
-        if buf.raw()[s.start..s.end].iter().any(u8::is_ascii_uppercase) {
-            K::lowercase_prefix(buf.to_mut(), s.end);
+    let mut buf: Cow<'a, K> = Cow::Borrowed(url.sub(start, b.len()));
+    let found = loop {
+        if let Some(found) = layout_of(buf.raw(), allow_fragments)? {
+            break found;
         }
+        // Tab, CR or LF: split a copy without them (which has none, so the loop ends).
+        buf = Cow::Owned(buf.without_tab_crlf());
+    };
+    let layout = found.layout;
+    if let (Some(s), true) = (layout.scheme, found.upper) {
+        K::lowercase_prefix(buf.to_mut(), s.end);
     }
-    K::check_nfkc(buf.sub(layout.netloc.start, layout.netloc.end))?;
+    if found.non_ascii {
+        K::check_nfkc(buf.sub(layout.netloc.start, layout.netloc.end))?;
+    }
     let default_scheme = if layout.scheme.is_none() {
         clean_scheme(default_scheme)
     } else {
