@@ -163,7 +163,8 @@ fn lowest(mask: u64) -> usize {
 }
 
 /// The end of the netloc that starts at `s` (the first `/`, `?` or `#`, or `b.len()`), and
-/// the union of the [`CLASS`] bits of the bytes before it.
+/// class bits of the bytes before it: every `BRACKET`, `TAB_CRLF` and `NON_ASCII` bit among
+/// them is set (the other bits are not needed for a netloc and may be missing).
 #[inline(always)]
 fn netloc_end(b: &[u8], s: usize) -> (usize, u8) {
     let n = b.len();
