@@ -17,6 +17,12 @@ use std::process::{Command, Stdio};
 
 use smallarena::url::{self, Kind, Options, UrlCache, UrlError};
 
+mod common;
+mod url_pieces;
+
+use common::Rng;
+use url_pieces::PIECES;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Split,
@@ -494,82 +500,14 @@ const TRICKY: &[&str] = &[
     "http://a#]",
 ];
 
-const PIECES: &[&str] = &[
-    "http",
-    "HTTPS",
-    "ftp",
-    "x+y-z.",
-    "1a",
-    "mailto",
-    "file",
-    ":",
-    ":",
-    "//",
-    "//",
-    "/",
-    "/",
-    "?",
-    "#",
-    ";",
-    "@",
-    "[",
-    "]",
-    "::1",
-    "v1.x",
-    "127.0.0.1",
-    "%",
-    "eth0",
-    "\t",
-    "\n",
-    "\r",
-    " ",
-    "\u{0}",
-    "\u{1f}",
-    "..",
-    ".",
-    "a",
-    "B",
-    "80",
-    "65536",
-    "-1",
-    "é",
-    "ＡＢ",
-    "\u{2100}",
-    "ﬀ",
-    "İ",
-    "Σ",
-    "\u{FF0F}",
-    "\u{FE13}",
-    "ab12",
-    "fe80",
-    "x=1",
-    "&",
-    "=",
-    "%2F",
-    "::",
-    "0",
-];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn generated(n: usize, seed: u64) -> Vec<String> {
     let mut rng = Rng(seed);
     (0..n)
         .map(|_| {
             let len = 1 + rng.below(10);
-            (0..len).map(|_| PIECES[rng.below(PIECES.len())]).collect()
+            (0..len)
+                .map(|_| PIECES[rng.below(PIECES.len() as u64) as usize])
+                .collect()
         })
         .collect()
 }

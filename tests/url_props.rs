@@ -7,49 +7,8 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 use smallarena::url::{self, Kind, Options, UrlCache, UrlError};
 
-const PIECES: &[&str] = &[
-    "http",
-    "HTTPS",
-    "ftp",
-    "x+y",
-    "1a",
-    "mailto",
-    ":",
-    ":",
-    "//",
-    "//",
-    "/",
-    "/",
-    "?",
-    "#",
-    ";",
-    "@",
-    "[",
-    "]",
-    "::1",
-    "v1.x",
-    "127.0.0.1",
-    "%",
-    "\t",
-    "\n",
-    "\r",
-    " ",
-    "\u{0}",
-    "..",
-    ".",
-    "a",
-    "B",
-    "80",
-    "65536",
-    "-1",
-    "é",
-    "ＡＢ",
-    "\u{2100}",
-    "İ",
-    "\u{FF0F}",
-    "ab12",
-    "x=1",
-];
+mod url_pieces;
+use url_pieces::PIECES;
 
 fn url_like() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -49,9 +49,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::ThreadId;
 
-use super::join::join_parts;
-use super::netloc::netloc_accessors;
-use super::split::{clean_scheme, split_impl, split_params, Layout, Span, Split};
+use super::join::{join_parts, join_unchanged};
+use super::split::{
+    clean_scheme, debug_components, parse_accessors, split_accessors, split_impl, split_params,
+    Layout, Span, Split, PARSE_FIELDS, SPLIT_FIELDS,
+};
 use super::{Kind, Options, UrlError};
 
 /// One cached split: the key (exact input and effective options) and the layout.
@@ -619,11 +621,8 @@ impl UrlCache {
         url: &'a K,
         allow_fragments: bool,
     ) -> Result<Cow<'a, K>, UrlError> {
-        if base.raw().is_empty() {
-            return Ok(Cow::Borrowed(url));
-        }
-        if url.raw().is_empty() {
-            return Ok(Cow::Borrowed(base));
+        if let Some(same) = join_unchanged(base, url) {
+            return Ok(Cow::Borrowed(same));
         }
         let b = CachedParse::new(self.split_key(base, K::EMPTY, allow_fragments)?);
         let bscheme = clean_scheme(b.scheme());
@@ -872,62 +871,25 @@ impl<K: Kind + ?Sized> CachedSplit<K> {
         &self.entry.input
     }
 
-    /// The scheme, lowercased (or the default scheme).
-    pub fn scheme(&self) -> &K {
-        match self.entry.layout.scheme {
-            Some(s) => self.span(s),
-            None => &self.entry.default_scheme,
-        }
+    fn layout(&self) -> &Layout {
+        &self.entry.layout
     }
 
-    /// The network location.
-    pub fn netloc(&self) -> &K {
-        self.span(self.entry.layout.netloc)
+    fn default_scheme(&self) -> &K {
+        &self.entry.default_scheme
     }
 
-    /// The path.
-    pub fn path(&self) -> &K {
-        self.span(self.entry.layout.path)
-    }
-
-    /// The query.
-    pub fn query(&self) -> &K {
-        self.span(self.entry.layout.query)
-    }
-
-    /// The fragment.
-    pub fn fragment(&self) -> &K {
-        self.span(self.entry.layout.fragment)
-    }
-
-    /// The five components, in CPython's order.
-    pub fn components(&self) -> [&K; 5] {
-        [
-            self.scheme(),
-            self.netloc(),
-            self.path(),
-            self.query(),
-            self.fragment(),
-        ]
-    }
+    split_accessors!();
 
     /// Whether `self` and `other` share the same cache entry.
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.entry, &other.entry)
     }
-
-    netloc_accessors!();
 }
 
 impl<K: Kind + ?Sized> fmt::Debug for CachedSplit<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CachedSplit")
-            .field("scheme", &self.scheme())
-            .field("netloc", &self.netloc())
-            .field("path", &self.path())
-            .field("query", &self.query())
-            .field("fragment", &self.fragment())
-            .finish()
+        debug_components(f, "CachedSplit", &SPLIT_FIELDS, &self.components())
     }
 }
 
@@ -958,60 +920,11 @@ impl<K: Kind + ?Sized> CachedParse<K> {
         &self.split
     }
 
-    /// The scheme.
-    pub fn scheme(&self) -> &K {
-        self.split.scheme()
-    }
-
-    /// The network location.
-    pub fn netloc(&self) -> &K {
-        self.split.netloc()
-    }
-
-    /// The path, without params.
-    pub fn path(&self) -> &K {
-        self.split.span(self.path)
-    }
-
-    /// The params of the last path segment.
-    pub fn params(&self) -> &K {
-        self.split.span(self.params)
-    }
-
-    /// The query.
-    pub fn query(&self) -> &K {
-        self.split.query()
-    }
-
-    /// The fragment.
-    pub fn fragment(&self) -> &K {
-        self.split.fragment()
-    }
-
-    /// The six components, in CPython's order.
-    pub fn components(&self) -> [&K; 6] {
-        [
-            self.scheme(),
-            self.netloc(),
-            self.path(),
-            self.params(),
-            self.query(),
-            self.fragment(),
-        ]
-    }
-
-    netloc_accessors!();
+    parse_accessors!();
 }
 
 impl<K: Kind + ?Sized> fmt::Debug for CachedParse<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CachedParse")
-            .field("scheme", &self.scheme())
-            .field("netloc", &self.netloc())
-            .field("path", &self.path())
-            .field("params", &self.params())
-            .field("query", &self.query())
-            .field("fragment", &self.fragment())
-            .finish()
+        debug_components(f, "CachedParse", &PARSE_FIELDS, &self.components())
     }
 }

@@ -212,17 +212,26 @@ pub(crate) fn join_parts<'a, K: Kind + ?Sized>(
     Cow::Owned(unparse([scheme, netloc, path, params, query, fragment]))
 }
 
+/// CPython's first two steps of `urljoin`: with an empty base the answer is `url`, with an
+/// empty `url` it is `base`, both unparsed.
+pub(crate) fn join_unchanged<'a, K: Kind + ?Sized>(base: &'a K, url: &'a K) -> Option<&'a K> {
+    if base.raw().is_empty() {
+        Some(url)
+    } else if url.raw().is_empty() {
+        Some(base)
+    } else {
+        None
+    }
+}
+
 /// `urljoin(base, url, allow_fragments)`.
 pub(crate) fn join_impl<'a, K: Kind + ?Sized>(
     base: &'a K,
     url: &'a K,
     allow_fragments: bool,
 ) -> Result<Cow<'a, K>, UrlError> {
-    if base.raw().is_empty() {
-        return Ok(Cow::Borrowed(url));
-    }
-    if url.raw().is_empty() {
-        return Ok(Cow::Borrowed(base));
+    if let Some(same) = join_unchanged(base, url) {
+        return Ok(Cow::Borrowed(same));
     }
     let b = Parse::from_split(split_impl(base, K::EMPTY, allow_fragments)?);
     let u = Parse::from_split(split_impl(url, b.scheme(), allow_fragments)?);

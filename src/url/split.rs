@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::netloc::netloc_accessors;
 use super::{Kind, UrlError};
 
 /// A byte range `start..end` into a buffer.
@@ -566,6 +565,127 @@ pub(crate) fn split_params(scheme: &[u8], buf: &[u8], path: Span) -> (Span, Span
     }
 }
 
+/// Component names of a split, in CPython's order.
+pub(crate) const SPLIT_FIELDS: [&str; 5] = ["scheme", "netloc", "path", "query", "fragment"];
+/// Component names of a parse, in CPython's order.
+pub(crate) const PARSE_FIELDS: [&str; 6] =
+    ["scheme", "netloc", "path", "params", "query", "fragment"];
+
+/// `Debug` for the result types: a struct named `name` with one field per component.
+pub(crate) fn debug_components<K: Kind + ?Sized>(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    fields: &[&str],
+    components: &[&K],
+) -> fmt::Result {
+    let mut d = f.debug_struct(name);
+    for (field, value) in fields.iter().zip(components) {
+        d.field(field, value);
+    }
+    d.finish()
+}
+
+/// Adds the component accessors of a split result ([`Split`], `CachedSplit`) to a type with
+/// `fn span(&self, Span) -> &K` (a range of its buffer), `fn layout(&self) -> &Layout` and
+/// `fn default_scheme(&self) -> &K`.
+macro_rules! split_accessors {
+    () => {
+        /// The scheme, lowercased (or the default scheme when the URL has none).
+        pub fn scheme(&self) -> &K {
+            match self.layout().scheme {
+                Some(s) => self.span(s),
+                None => self.default_scheme(),
+            }
+        }
+
+        /// The network location (after `//`, up to the first `/`, `?` or `#`).
+        pub fn netloc(&self) -> &K {
+            self.span(self.layout().netloc)
+        }
+
+        /// The path.
+        pub fn path(&self) -> &K {
+            self.span(self.layout().path)
+        }
+
+        /// The query (after the first `?`).
+        pub fn query(&self) -> &K {
+            self.span(self.layout().query)
+        }
+
+        /// The fragment (after the first `#`, when fragments are allowed).
+        pub fn fragment(&self) -> &K {
+            self.span(self.layout().fragment)
+        }
+
+        /// The five components, in CPython's order.
+        pub fn components(&self) -> [&K; 5] {
+            [
+                self.scheme(),
+                self.netloc(),
+                self.path(),
+                self.query(),
+                self.fragment(),
+            ]
+        }
+
+        $crate::url::netloc::netloc_accessors!();
+    };
+}
+pub(crate) use split_accessors;
+
+/// Adds the component accessors of a parse result ([`Parse`], `CachedParse`) to a type with
+/// fields `split` (a split result with `fn span`), `path` and `params` (the spans of the path
+/// without its params, and of the params).
+macro_rules! parse_accessors {
+    () => {
+        /// The scheme, lowercased (or the default scheme).
+        pub fn scheme(&self) -> &K {
+            self.split.scheme()
+        }
+
+        /// The network location.
+        pub fn netloc(&self) -> &K {
+            self.split.netloc()
+        }
+
+        /// The path, without params.
+        pub fn path(&self) -> &K {
+            self.split.span(self.path)
+        }
+
+        /// The params of the last path segment (after its first `;`).
+        pub fn params(&self) -> &K {
+            self.split.span(self.params)
+        }
+
+        /// The query.
+        pub fn query(&self) -> &K {
+            self.split.query()
+        }
+
+        /// The fragment.
+        pub fn fragment(&self) -> &K {
+            self.split.fragment()
+        }
+
+        /// The six components, in CPython's order.
+        pub fn components(&self) -> [&K; 6] {
+            [
+                self.scheme(),
+                self.netloc(),
+                self.path(),
+                self.params(),
+                self.query(),
+                self.fragment(),
+            ]
+        }
+
+        $crate::url::netloc::netloc_accessors!();
+    };
+}
+pub(crate) use parse_accessors;
+
 /// The result of [`split`](super::split): CPython's `SplitResult` / `SplitResultBytes`.
 ///
 /// Components are slices of the input (or, when tab/CR/LF had to be removed or the scheme
@@ -590,48 +710,15 @@ impl<'a, K: Kind + ?Sized> Split<'a, K> {
         self.buf
     }
 
-    /// The scheme, lowercased (or the default scheme when the URL has none).
-    pub fn scheme(&self) -> &K {
-        match self.layout.scheme {
-            Some(s) => self.buf.sub(s.start, s.end),
-            None => &self.default_scheme,
-        }
+    fn span(&self, s: Span) -> &K {
+        self.buf.sub(s.start, s.end)
     }
 
-    /// The network location (after `//`, up to the first `/`, `?` or `#`).
-    pub fn netloc(&self) -> &K {
-        self.buf
-            .sub(self.layout.netloc.start, self.layout.netloc.end)
+    fn default_scheme(&self) -> &K {
+        &self.default_scheme
     }
 
-    /// The path.
-    pub fn path(&self) -> &K {
-        self.buf.sub(self.layout.path.start, self.layout.path.end)
-    }
-
-    /// The query (after the first `?`).
-    pub fn query(&self) -> &K {
-        self.buf.sub(self.layout.query.start, self.layout.query.end)
-    }
-
-    /// The fragment (after the first `#`, when fragments are allowed).
-    pub fn fragment(&self) -> &K {
-        self.buf
-            .sub(self.layout.fragment.start, self.layout.fragment.end)
-    }
-
-    /// The five components, in CPython's order.
-    pub fn components(&self) -> [&K; 5] {
-        [
-            self.scheme(),
-            self.netloc(),
-            self.path(),
-            self.query(),
-            self.fragment(),
-        ]
-    }
-
-    netloc_accessors!();
+    split_accessors!();
 }
 
 impl<K: Kind + ?Sized> PartialEq for Split<'_, K> {
@@ -642,13 +729,7 @@ impl<K: Kind + ?Sized> PartialEq for Split<'_, K> {
 
 impl<K: Kind + ?Sized> fmt::Debug for Split<'_, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Split")
-            .field("scheme", &self.scheme())
-            .field("netloc", &self.netloc())
-            .field("path", &self.path())
-            .field("query", &self.query())
-            .field("fragment", &self.fragment())
-            .finish()
+        debug_components(f, "Split", &SPLIT_FIELDS, &self.components())
     }
 }
 
@@ -680,49 +761,7 @@ impl<'a, K: Kind + ?Sized> Parse<'a, K> {
         &self.split
     }
 
-    /// The scheme, lowercased (or the default scheme).
-    pub fn scheme(&self) -> &K {
-        self.split.scheme()
-    }
-
-    /// The network location.
-    pub fn netloc(&self) -> &K {
-        self.split.netloc()
-    }
-
-    /// The path, without params.
-    pub fn path(&self) -> &K {
-        self.split.buf.sub(self.path.start, self.path.end)
-    }
-
-    /// The params of the last path segment (after its first `;`).
-    pub fn params(&self) -> &K {
-        self.split.buf.sub(self.params.start, self.params.end)
-    }
-
-    /// The query.
-    pub fn query(&self) -> &K {
-        self.split.query()
-    }
-
-    /// The fragment.
-    pub fn fragment(&self) -> &K {
-        self.split.fragment()
-    }
-
-    /// The six components, in CPython's order.
-    pub fn components(&self) -> [&K; 6] {
-        [
-            self.scheme(),
-            self.netloc(),
-            self.path(),
-            self.params(),
-            self.query(),
-            self.fragment(),
-        ]
-    }
-
-    netloc_accessors!();
+    parse_accessors!();
 }
 
 impl<K: Kind + ?Sized> PartialEq for Parse<'_, K> {
@@ -733,13 +772,6 @@ impl<K: Kind + ?Sized> PartialEq for Parse<'_, K> {
 
 impl<K: Kind + ?Sized> fmt::Debug for Parse<'_, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Parse")
-            .field("scheme", &self.scheme())
-            .field("netloc", &self.netloc())
-            .field("path", &self.path())
-            .field("params", &self.params())
-            .field("query", &self.query())
-            .field("fragment", &self.fragment())
-            .finish()
+        debug_components(f, "Parse", &PARSE_FIELDS, &self.components())
     }
 }
