@@ -58,6 +58,8 @@ fn fork_while_threads_allocate() {
                     .count()
             });
             ok &= t.join().map(|n| n == 1000).unwrap_or(false);
+            // SAFETY: `layout` is non-zero; the block is freed once before `_exit`, which ends
+            // the child without running destructors.
             unsafe {
                 let p = alloc(layout);
                 ok &= !p.is_null();

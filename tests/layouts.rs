@@ -18,6 +18,7 @@ fn every_alignment_is_honoured() {
         for &size in &SIZES {
             for zeroed in [false, true] {
                 let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: every layout here has a non-zero size.
                 let p = unsafe {
                     if zeroed {
                         GLOBAL.alloc_zeroed(layout)
@@ -28,17 +29,22 @@ fn every_alignment_is_honoured() {
                 assert!(!p.is_null(), "{layout:?}");
                 assert_eq!(p as usize % align, 0, "{layout:?} gave {p:p}");
                 if zeroed {
+                    // SAFETY: `p` is a live block of `size` bytes (non-null, checked above).
                     let s = unsafe { std::slice::from_raw_parts(p, size) };
                     assert!(s.iter().all(|&b| b == 0), "{layout:?} not zeroed");
                 }
+                // SAFETY: `p` is a live, writable block of `size` bytes.
                 unsafe { fill(p, size) };
                 live.push((p, layout));
             }
         }
     }
     for (p, layout) in live {
-        unsafe { check(p, layout.size()) };
-        unsafe { GLOBAL.dealloc(p, layout) };
+        // SAFETY: `p` is a live block allocated above with `layout` and freed only here.
+        unsafe {
+            check(p, layout.size());
+            GLOBAL.dealloc(p, layout);
+        }
     }
 }
 
@@ -48,6 +54,7 @@ fn zeroed_blocks_are_zero_even_when_recycled() {
         let layout = Layout::from_size_align(size, 8).unwrap();
         // Dirty a batch of blocks, free them, then ask for zeroed ones: they reuse the dirty blocks.
         let dirty: Vec<_> = (0..64)
+            // SAFETY: `layout` has a non-zero size; the block it returns has `size` bytes.
             .map(|_| unsafe {
                 let p = GLOBAL.alloc(layout);
                 p.write_bytes(0xA5, size);
@@ -55,12 +62,15 @@ fn zeroed_blocks_are_zero_even_when_recycled() {
             })
             .collect();
         for &p in &dirty {
+            // SAFETY: each dirty block is live, allocated with `layout`, freed once.
             unsafe { GLOBAL.dealloc(p, layout) };
         }
         let clean: Vec<_> = (0..64)
+            // SAFETY: `layout` has a non-zero size.
             .map(|_| unsafe { GLOBAL.alloc_zeroed(layout) })
             .collect();
         for &p in &clean {
+            // SAFETY: `p` is a live zeroed block of `size` bytes.
             let s = unsafe { std::slice::from_raw_parts(p, size) };
             assert!(
                 s.iter().all(|&b| b == 0),
@@ -73,6 +83,7 @@ fn zeroed_blocks_are_zero_even_when_recycled() {
             "size {size}: the test did not exercise recycled blocks"
         );
         for p in clean {
+            // SAFETY: each clean block is live, allocated with `layout`, freed once.
             unsafe { GLOBAL.dealloc(p, layout) };
         }
     }
@@ -84,17 +95,21 @@ fn zeroed_blocks_are_zero_even_when_recycled() {
 fn realloc_keeps_content_across_classes_and_the_boundary() {
     for align in [1, 8, 16, 32, 64] {
         let mut layout = Layout::from_size_align(1, align).unwrap();
+        // SAFETY: `layout` has size 1; the write stays inside the one-byte block.
         let mut p = unsafe { GLOBAL.alloc(layout) };
+        // SAFETY: `p` is a live block of one byte.
         unsafe { p.write(pattern(0, 0, 0)) };
         let mut sizes: Vec<usize> = (2..=1100).collect();
         sizes.extend((1..1100).rev());
         for new_size in sizes {
+            // SAFETY: `p` is the live block allocated with `layout`; `new_size` is non-zero.
             let q = unsafe { GLOBAL.realloc(p, layout, new_size) };
             assert!(!q.is_null());
             assert_eq!(q as usize % align, 0);
             let kept = layout.size().min(new_size);
             for i in 0..kept {
                 assert_eq!(
+                    // SAFETY: `q` holds `new_size` bytes and `i < kept <= new_size`.
                     unsafe { q.add(i).read() },
                     pattern(0, 0, i),
                     "align {align} size {new_size} byte {i}"
@@ -113,11 +128,13 @@ fn realloc_keeps_content_across_classes_and_the_boundary() {
                 );
             }
             for i in kept..new_size {
+                // SAFETY: `q` holds `new_size` bytes and `i < new_size`.
                 unsafe { q.add(i).write(pattern(0, 0, i)) };
             }
             p = q;
             layout = Layout::from_size_align(new_size, align).unwrap();
         }
+        // SAFETY: `p` is the live block, of the current `layout`.
         unsafe { GLOBAL.dealloc(p, layout) };
     }
 }
@@ -125,13 +142,18 @@ fn realloc_keeps_content_across_classes_and_the_boundary() {
 #[test]
 fn huge_requests_fail_with_null_not_a_crash() {
     let layout = Layout::from_size_align(isize::MAX as usize - 4095, 4096).unwrap();
+    // SAFETY: the layout is valid (it was built by `from_size_align`) and non-zero.
     let p = unsafe { GLOBAL.alloc(layout) };
     assert!(p.is_null());
     let small = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a valid non-zero layout.
     let p = unsafe { GLOBAL.alloc(small) };
     assert!(!p.is_null());
+    // SAFETY: `p` is live with layout `small`; the new size rounded up to the alignment does
+    // not overflow `isize`.
     let q = unsafe { GLOBAL.realloc(p, small, isize::MAX as usize - 4095) };
     assert!(q.is_null(), "realloc to an impossible size must fail");
     // The original block is still ours and intact after a failed realloc.
+    // SAFETY: after the failed realloc `p` is still live with layout `small`.
     unsafe { GLOBAL.dealloc(p, small) };
 }

@@ -43,12 +43,14 @@ struct Live {
 
 fn fill(b: &Live) {
     for i in 0..b.layout.size() {
+        // SAFETY: `b` is a live block of `b.layout.size()` bytes, and `i` is below that.
         unsafe { b.ptr.add(i).write(pattern(b.tag, 0, i)) };
     }
 }
 
 fn check(b: &Live, upto: usize) -> Result<(), TestCaseError> {
     for i in 0..upto {
+        // SAFETY: callers pass `upto <= b.layout.size()` for a live block `b`.
         let got = unsafe { b.ptr.add(i).read() };
         prop_assert_eq!(got, pattern(b.tag, 0, i), "tag {} byte {}", b.tag, i);
     }
@@ -76,11 +78,13 @@ proptest! {
             match *op {
                 Op::Alloc { size, align_shift, zeroed } => {
                     let layout = Layout::from_size_align(size, 1 << align_shift).unwrap();
+                    // SAFETY: the strategy only makes sizes of at least 1 byte.
                     let p = unsafe { if zeroed { GLOBAL.alloc_zeroed(layout) } else { GLOBAL.alloc(layout) } };
                     prop_assert!(!p.is_null());
                     prop_assert_eq!(p as usize % layout.align(), 0);
                     if zeroed {
                         for i in 0..size {
+                            // SAFETY: `p` is a live block of `size` bytes and `i < size`.
                             prop_assert_eq!(unsafe { p.add(i).read() }, 0);
                         }
                     }
@@ -91,11 +95,13 @@ proptest! {
                 Op::Free(i) if !live.is_empty() => {
                     let b = live.swap_remove(i % live.len());
                     check(&b, b.layout.size())?;
+                    // SAFETY: `b` left the model's live set, so it is freed once, with its layout.
                     unsafe { GLOBAL.dealloc(b.ptr, b.layout) };
                 }
                 Op::Realloc(i, new_size) if !live.is_empty() => {
                     let n = live.len();
                     let b = &mut live[i % n];
+                    // SAFETY: `b` is live with layout `b.layout`; `new_size` is at least 1.
                     let q = unsafe { GLOBAL.realloc(b.ptr, b.layout, new_size) };
                     prop_assert!(!q.is_null());
                     prop_assert_eq!(q as usize % b.layout.align(), 0);
@@ -104,6 +110,7 @@ proptest! {
                     b.layout = Layout::from_size_align(new_size, b.layout.align()).unwrap();
                     check(b, old.min(new_size))?;
                     for i in old.min(new_size)..new_size {
+                        // SAFETY: `q` holds `new_size` bytes and `i < new_size`.
                         unsafe { q.add(i).write(pattern(b.tag, 0, i)) };
                     }
                 }
@@ -126,6 +133,7 @@ proptest! {
         }
         // `drain` keeps the bookkeeping buffer (itself a small block) alive for the last check.
         for b in live.drain(..) {
+            // SAFETY: each block is live with its layout and leaves the model here, once.
             unsafe { GLOBAL.dealloc(b.ptr, b.layout) };
         }
         prop_assert_eq!(in_use_by_class(), before);

@@ -10,7 +10,8 @@ use std::sync::Barrier;
 #[global_allocator]
 static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
 
-struct Sent(usize, usize);
+/// A live block crossing threads: its address and the layout it was allocated with.
+struct Sent(usize, Layout);
 
 const THREADS: usize = 4;
 const OPS: usize = 60_000;
@@ -56,19 +57,24 @@ fn round(seed: u64) -> usize {
                     if r < 55 || live.is_empty() {
                         let size = 1 + rng.below(512) as usize;
                         let l = Layout::from_size_align(size, 1 << rng.below(5)).unwrap();
+                        // SAFETY: `l` has a non-zero size.
                         let p = unsafe { alloc(l) };
                         assert!(!p.is_null());
+                        // SAFETY: `p` is a live, writable block of `size` bytes.
                         unsafe { fill(p, size) };
-                        live.push(Sent(p as usize, size));
+                        live.push(Sent(p as usize, l));
                     } else {
                         let i = rng.below(live.len() as u64) as usize;
                         let b = live.swap_remove(i);
                         if r < 75 {
                             outbox.push(b);
                         } else {
-                            unsafe { check(b.0 as *const u8, b.1) };
-                            let l = Layout::from_size_align(b.1, 1).unwrap();
-                            unsafe { dealloc(b.0 as *mut u8, l) };
+                            // SAFETY: `b` is a live block of ours, allocated with layout `b.1`
+                            // and freed exactly once, here.
+                            unsafe {
+                                check(b.0 as *const u8, b.1.size());
+                                dealloc(b.0 as *mut u8, b.1);
+                            }
                         }
                     }
                     if outbox.len() >= 64 || op == OPS - 1 {
@@ -78,25 +84,32 @@ fn round(seed: u64) -> usize {
                     }
                     while let Ok(batch) = rx.try_recv() {
                         for b in batch {
-                            unsafe { check(b.0 as *const u8, b.1) };
+                            // SAFETY: a live block sent by its allocating thread, allocated
+                            // with layout `b.1`; ownership moved with the message.
                             unsafe {
-                                dealloc(b.0 as *mut u8, Layout::from_size_align(b.1, 1).unwrap())
-                            };
+                                check(b.0 as *const u8, b.1.size());
+                                dealloc(b.0 as *mut u8, b.1);
+                            }
                         }
                     }
                 }
                 for b in live.drain(..) {
-                    unsafe { check(b.0 as *const u8, b.1) };
-                    unsafe { dealloc(b.0 as *mut u8, Layout::from_size_align(b.1, 1).unwrap()) };
+                    // SAFETY: a live block of ours, allocated with layout `b.1`, freed once.
+                    unsafe {
+                        check(b.0 as *const u8, b.1.size());
+                        dealloc(b.0 as *mut u8, b.1);
+                    }
                 }
                 drop(txs);
                 barrier.wait();
                 for batch in rx.iter() {
                     for b in batch {
-                        unsafe { check(b.0 as *const u8, b.1) };
+                        // SAFETY: a live block sent by its allocating thread, allocated with
+                        // layout `b.1`; ownership moved with the message.
                         unsafe {
-                            dealloc(b.0 as *mut u8, Layout::from_size_align(b.1, 1).unwrap())
-                        };
+                            check(b.0 as *const u8, b.1.size());
+                            dealloc(b.0 as *mut u8, b.1);
+                        }
                     }
                 }
             }));

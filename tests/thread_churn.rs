@@ -44,8 +44,10 @@ fn heaps_are_adopted_and_arenas_return_to_the_os() {
             let mut kept = Vec::with_capacity(BLOCKS / 2);
             let mut mine = Vec::with_capacity(BLOCKS / 2);
             for i in 0..BLOCKS {
+                // SAFETY: `layout` (80 bytes) has a non-zero size.
                 let p = unsafe { alloc(layout) };
                 assert!(!p.is_null());
+                // SAFETY: `p` is a live, writable block of 80 bytes.
                 unsafe { fill(p, 80) };
                 if i % 2 == 0 {
                     kept.push(p as usize)
@@ -54,14 +56,20 @@ fn heaps_are_adopted_and_arenas_return_to_the_os() {
                 }
             }
             for p in mine {
-                unsafe { check(p as *const u8, 80) };
-                unsafe { dealloc(p as *mut u8, layout) };
+                // SAFETY: a live block allocated above with `layout`, freed once.
+                unsafe {
+                    check(p as *const u8, 80);
+                    dealloc(p as *mut u8, layout);
+                }
             }
             kept
         });
         for p in left {
-            unsafe { check(p as *const u8, 80) };
-            unsafe { dealloc(p as *mut u8, layout) };
+            // SAFETY: a live block the exited thread allocated with `layout` and handed over.
+            unsafe {
+                check(p as *const u8, 80);
+                dealloc(p as *mut u8, layout);
+            }
         }
         if round % 25 == 0 {
             peak_seen = peak_seen.max(smallarena::stats().arenas_mapped);

@@ -31,6 +31,7 @@ pub fn pattern(addr: usize, size: usize, i: usize) -> u8 {
 /// `p` points to `size` writable bytes.
 pub unsafe fn fill(p: *mut u8, size: usize) {
     for i in 0..size {
+        // SAFETY: per the caller `p..p + size` is writable, and `i < size`.
         unsafe { p.add(i).write(pattern(p as usize, size, i)) };
     }
 }
@@ -41,6 +42,7 @@ pub unsafe fn fill(p: *mut u8, size: usize) {
 /// `p` points to `size` readable bytes.
 pub unsafe fn check(p: *const u8, size: usize) {
     for i in 0..size {
+        // SAFETY: per the caller `p..p + size` is readable, and `i < size`.
         let got = unsafe { p.add(i).read() };
         let want = pattern(p as usize, size, i);
         assert_eq!(got, want, "block {p:p} size {size}: byte {i} corrupted");
