@@ -75,20 +75,20 @@ fn in_use_by_class() -> [usize; 32] {
 const CASES: u32 = 200;
 
 fn main() {
-    let mut config = ProptestConfig::with_cases(CASES);
-    // Failures are saved beside this file, in `model.proptest-regressions`, and replayed first.
-    config.source_file = Some(file!());
-    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
-        "proptest-regressions",
-    )));
-    let programs = proptest::collection::vec(op(), 1..400);
-    match TestRunner::new(config).run(&programs, allocator_matches_model) {
-        Ok(()) => println!("allocator_matches_model: {CASES} random programs ... ok"),
-        Err(e) => {
-            eprintln!("allocator_matches_model FAILED: {e}");
-            std::process::exit(101);
+    common::run_without_harness("allocator_matches_model", || {
+        let mut config = ProptestConfig::with_cases(CASES);
+        // Failures are saved beside this file, in `model.proptest-regressions`, and replayed
+        // first.
+        config.source_file = Some(file!());
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        )));
+        let programs = proptest::collection::vec(op(), 1..400);
+        if let Err(e) = TestRunner::new(config).run(&programs, allocator_matches_model) {
+            panic!("allocator_matches_model: {e}");
         }
-    }
+        println!("{CASES} random programs");
+    });
 }
 
 fn allocator_matches_model(ops: Vec<Op>) -> Result<(), TestCaseError> {

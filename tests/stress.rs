@@ -19,8 +19,10 @@ const OPS: usize = 60_000;
 /// Runs without libtest's harness (`harness = false`): its main thread would allocate while the
 /// counters are compared. A failed assertion panics, and the process exits non-zero.
 fn main() {
-    stress_cross_thread_frees_and_stats();
-    println!("stress_cross_thread_frees_and_stats ... ok");
+    common::run_without_harness(
+        "stress_cross_thread_frees_and_stats",
+        stress_cross_thread_frees_and_stats,
+    );
 }
 
 fn stress_cross_thread_frees_and_stats() {

@@ -34,8 +34,10 @@ fn spawn_batch(work: impl Fn(usize) -> Vec<usize> + Send + Sync + Clone + 'stati
 /// Runs without libtest's harness (`harness = false`): its main thread would allocate while the
 /// counters are compared. A failed assertion panics, and the process exits non-zero.
 fn main() {
-    heaps_are_adopted_and_arenas_return_to_the_os();
-    println!("heaps_are_adopted_and_arenas_return_to_the_os ... ok");
+    common::run_without_harness(
+        "heaps_are_adopted_and_arenas_return_to_the_os",
+        heaps_are_adopted_and_arenas_return_to_the_os,
+    );
 }
 
 fn heaps_are_adopted_and_arenas_return_to_the_os() {

@@ -48,3 +48,51 @@ pub unsafe fn check(p: *const u8, size: usize) {
         assert_eq!(got, want, "block {p:p} size {size}: byte {i} corrupted");
     }
 }
+
+/// `main` of a test built with `harness = false`: runs `test`, named `name`, as libtest would
+/// for the arguments cargo and nextest pass. `--list` prints `name: test` (nothing with
+/// `--ignored`, there being no ignored tests) and runs nothing; a name filter (exact with
+/// `--exact`) that does not match runs nothing. `test` fails by panicking, which exits the
+/// process non-zero.
+pub fn run_without_harness(name: &str, test: impl FnOnce()) {
+    // libtest's options that take a value: their value is not a filter.
+    const WITH_VALUE: [&str; 7] = [
+        "--test-threads",
+        "--skip",
+        "--logfile",
+        "--format",
+        "--color",
+        "--shuffle-seed",
+        "-Z",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let mut filters = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if WITH_VALUE.contains(&args[i].as_str()) {
+            i += 1;
+        } else if !args[i].starts_with('-') {
+            filters.push(args[i].as_str());
+        }
+        i += 1;
+    }
+    let selected = filters.is_empty()
+        || filters.iter().any(|f| {
+            if has("--exact") {
+                name == *f
+            } else {
+                name.contains(f)
+            }
+        });
+    if has("--list") {
+        if selected && !has("--ignored") {
+            println!("{name}: test");
+        }
+    } else if selected {
+        test();
+        println!("test {name} ... ok");
+    } else {
+        println!("{name}: filtered out");
+    }
+}
