@@ -34,17 +34,25 @@
 //! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
 //! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
 //! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
-//! - [`slotted`]: map-like records over a fixed, shared key set, storing only the values.
-//! - [`url`]: CPython-compatible URL splitting with a kind-keyed, bounded parse cache.
 //! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
 //! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
 //!   `smallarena-preload` crate).
+//!
+//! ## Companions
+//! Two libraries that grew from the same seeds live in crates of their own and are re-exported
+//! here behind cargo features that are off by default, so an allocator-only user compiles
+//! neither:
+//! - `slotted` (feature `slotted`, crate [`smallarena-slotted`](https://docs.rs/smallarena-slotted)):
+//!   map-like records over a fixed, shared key set, storing only the values.
+//! - `url` (feature `url`, crate [`smallarena-url`](https://docs.rs/smallarena-url)):
+//!   CPython 3.11-compatible URL splitting with a kind-keyed, bounded parse cache.
 //!
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, returns null when the OS refuses
 //! memory, and keeps working in a child process after `fork()`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod arena;
 mod heap;
@@ -54,14 +62,21 @@ mod pool;
 pub mod raw;
 mod registry;
 pub mod size_class;
-pub mod slotted;
 pub mod stats;
 mod sync;
 mod system;
 #[cfg(all(test, not(loom)))]
 mod tests;
-pub mod url;
 mod valgrind;
+
+#[cfg(feature = "slotted")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slotted")))]
+#[doc(inline)]
+pub use smallarena_slotted as slotted;
+#[cfg(feature = "url")]
+#[cfg_attr(docsrs, doc(cfg(feature = "url")))]
+#[doc(inline)]
+pub use smallarena_url as url;
 
 /// Entry points for the loom models in `tests/loom.rs` (only under `--cfg loom`): they call the
 /// same internal functions the allocator's slow paths call, so a model can make them happen at

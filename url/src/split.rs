@@ -629,7 +629,7 @@ macro_rules! split_accessors {
             ]
         }
 
-        $crate::url::netloc::netloc_accessors!();
+        $crate::netloc::netloc_accessors!();
     };
 }
 pub(crate) use split_accessors;
@@ -681,7 +681,7 @@ macro_rules! parse_accessors {
             ]
         }
 
-        $crate::url::netloc::netloc_accessors!();
+        $crate::netloc::netloc_accessors!();
     };
 }
 pub(crate) use parse_accessors;

@@ -1,6 +1,6 @@
 //! The main job: smallarena against glibc, jemalloc and mimalloc on whole programs.
 //!
-//! `cargo run --release --example compare [-- --rounds N] [-- --quick]`
+//! `cargo run --release -p smallarena-workloads --example compare [-- --rounds N] [-- --quick]`
 //!
 //! Builds the workload binaries (`workloads/`: the same code, one binary per global allocator),
 //! runs every workload with every allocator, interleaved, for several rounds; prints the median
@@ -8,7 +8,7 @@
 //! allocator printed the same checksum, and writes an SVG bar chart whose path it prints.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -157,7 +157,10 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 });
     let scale = if quick { "0" } else { "1" };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root (this crate is `workloads/` inside it).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workloads/ sits inside the workspace");
     let target = root.join("target").join("compare");
     build(&target);
     let bin = |a: &str| target.join("release").join(format!("wl-{a}"));

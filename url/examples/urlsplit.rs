@@ -1,4 +1,4 @@
-//! `cargo run --release --example urlsplit -- --jsonl`: one JSON request per input line, one
+//! `cargo run --release -p smallarena-url --example urlsplit -- --jsonl`: one JSON request per input line, one
 //! JSON answer per output line (see issue 7 for the format). Without `--jsonl`: one URL per
 //! line, printed as a readable table of its split.
 //!
@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use smallarena::url::{self, Kind, Options, UrlError};
+use smallarena_url::{self as url, Kind, Options, UrlError};
 
 #[derive(Debug)]
 enum Value {
@@ -231,15 +231,37 @@ fn main() {
     let jsonl = std::env::args().any(|a| a == "--jsonl");
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
-        let written = if jsonl {
-            if line.trim().is_empty() {
-                continue;
+    // Lines are read as bytes so that one line that is not UTF-8 is answered with an error and
+    // the rest of the input is still processed; the exit status says whether any line was bad.
+    let mut bad_lines = 0usize;
+    for (n, line) in stdin.lock().split(b'\n').enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = out.flush();
+                eprintln!("urlsplit: reading line {}: {e}", n + 1);
+                std::process::exit(2);
             }
-            writeln!(out, "{}", request(&line))
-        } else {
-            match url::split(line.as_str()) {
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
+        let written = match std::str::from_utf8(line) {
+            Err(e) => {
+                bad_lines += 1;
+                let msg = format!("line {}: not valid UTF-8 ({e})", n + 1);
+                eprintln!("urlsplit: {msg}");
+                if jsonl {
+                    writeln!(out, "{{\"error\": {}}}", json_str(&msg))
+                } else {
+                    writeln!(out, "error: {msg}")
+                }
+            }
+            Ok(line) if jsonl => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                writeln!(out, "{}", request(line))
+            }
+            Ok(line) => match url::split(line) {
                 Ok(r) => writeln!(
                     out,
                     "{:<40} scheme={:?} netloc={:?} path={:?} query={:?} fragment={:?} host={:?} port={:?}",
@@ -247,11 +269,15 @@ fn main() {
                     r.hostname(), r.port()
                 ),
                 Err(e) => writeln!(out, "{line:<40} error: {e}"),
-            }
+            },
         };
         if written.is_err() {
             break;
         }
     }
     let _ = out.flush();
+    if bad_lines > 0 {
+        eprintln!("urlsplit: {bad_lines} line(s) were not valid UTF-8");
+        std::process::exit(1);
+    }
 }

@@ -323,7 +323,7 @@ impl UrlCacheBuilder {
 /// and a checked mode.
 ///
 /// ```
-/// use smallarena::url::UrlCache;
+/// use smallarena_url::UrlCache;
 /// let cache = UrlCache::new();
 /// let t = cache.split("http://a/b").unwrap();
 /// let b = cache.split(b"http://a/b".as_slice()).unwrap(); // never the text entry

@@ -1,6 +1,6 @@
 //! Allocator microbenchmarks, all four allocators in one process through their `GlobalAlloc`
 //! (the bench binary itself keeps the system allocator):
-//! `cargo bench --bench alloc` (criterion's HTML report lands in `target/criterion/`).
+//! `cargo bench -p smallarena-workloads --bench alloc` (criterion's HTML report lands in `target/criterion/`).
 //!
 //! Groups: alloc+free pairs per size class and one large size; batches of N allocations freed
 //! LIFO, FIFO and in random order; realloc growth; alloc_zeroed; producer/consumer across two

@@ -13,9 +13,9 @@
 //! The ideal is 8 bytes of schema pointer + 8 bytes per 64 keys of presence
 //! bits + 8 bytes per value.
 //!
-//! Run with `cargo run --release --example slotted_size`.
+//! Run with `cargo run --release -p smallarena-slotted --example slotted_size`.
 
-use smallarena::slotted::{Record, Schema};
+use smallarena_slotted::{Record, Schema};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;

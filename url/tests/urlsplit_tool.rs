@@ -19,7 +19,7 @@ fn root() -> &'static Path {
 }
 
 fn tool() -> PathBuf {
-    let dir = root().join("target").join("urlsplit-tool");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("urlsplit-tool");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())
@@ -190,4 +190,59 @@ fn jsonl_tool_matches_cpython() {
     let errors = expected.iter().filter(|l| l.contains("\"error\"")).count();
     assert!(errors >= 4, "error answers covered ({errors})");
     eprintln!("{} requests, all equal to CPython", reqs.len());
+}
+
+/// A line that is not UTF-8 is answered with an error naming it, the lines after it are still
+/// answered, and the exit status says the input was bad (it used to end the input silently).
+#[test]
+fn invalid_utf8_line_is_reported_not_truncated() {
+    for jsonl in [true, false] {
+        let mut input: Vec<u8> = Vec::new();
+        let good = if jsonl {
+            r#"{"op": "split", "kind": "str", "url": "http://a/b"}"#
+        } else {
+            "http://a/b"
+        };
+        input.extend_from_slice(good.as_bytes());
+        input.extend_from_slice(b"\nhttp://\xff\xfe/bad\n");
+        input.extend_from_slice(good.as_bytes());
+        input.push(b'\n');
+        let mut cmd = Command::new(tool());
+        if jsonl {
+            cmd.arg("--jsonl");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&input)
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(1), "jsonl={jsonl}: exit status");
+        let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            3,
+            "jsonl={jsonl}: every line answered: {stdout}"
+        );
+        assert!(lines[1].contains("line 2: not valid UTF-8"), "{}", lines[1]);
+        assert!(
+            lines[2].contains("http"),
+            "the line after the bad one: {}",
+            lines[2]
+        );
+        if jsonl {
+            let v: Value = serde_json::from_str(lines[1]).expect("error answer is JSON");
+            assert!(v["error"].is_string());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("line 2"), "stderr names the line: {stderr}");
+    }
 }

@@ -15,7 +15,7 @@
 //! # Example
 //!
 //! ```
-//! use smallarena::slotted::{Record, Schema};
+//! use smallarena_slotted::{Record, Schema};
 //!
 //! let schema = Schema::new(["name", "age", "email"]);
 //! let age = schema.slot("age").unwrap();
@@ -52,6 +52,9 @@
 //! With the `serde` cargo feature, a [`Record`] serializes as a map in schema
 //! order, and deserializes against a schema through `RecordSeed`
 //! (a `serde::de::DeserializeSeed`), rejecting unknown and duplicate keys.
+
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
@@ -1237,7 +1240,7 @@ mod serde_impl {
     ///
     /// ```
     /// use serde::de::DeserializeSeed;
-    /// use smallarena::slotted::{RecordSeed, Schema};
+    /// use smallarena_slotted::{RecordSeed, Schema};
     ///
     /// let schema = Schema::new(["a", "b"]);
     /// let mut de = serde_json::Deserializer::from_str(r#"{"b": 2}"#);
@@ -1349,6 +1352,7 @@ mod serde_impl {
 }
 
 #[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use serde_impl::RecordSeed;
 
 // ---------------------------------------------------------------------------

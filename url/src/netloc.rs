@@ -106,28 +106,28 @@ macro_rules! netloc_accessors {
     () => {
         /// The user name (CPython's `.username`): `None` without `@` in the netloc.
         pub fn username(&self) -> Option<&K> {
-            crate::url::netloc::username(self.netloc())
+            crate::netloc::username(self.netloc())
         }
 
         /// The password (CPython's `.password`): `None` without `:` before the last `@`.
         pub fn password(&self) -> Option<&K> {
-            crate::url::netloc::password(self.netloc())
+            crate::netloc::password(self.netloc())
         }
 
         /// The host (CPython's `.hostname`): lowercased except an IPv6 zone after `%`,
         /// brackets removed, `None` when empty. Allocates only if lowercasing changes it.
         pub fn hostname(&self) -> Option<std::borrow::Cow<'_, K>> {
-            crate::url::netloc::hostname(self.netloc())
+            crate::netloc::hostname(self.netloc())
         }
 
         /// The port (CPython's `.port`): `Ok(None)` when absent or empty.
         ///
         /// # Errors
-        /// [`UrlError::PortNotInteger`](crate::url::UrlError::PortNotInteger) or
-        /// [`UrlError::PortOutOfRange`](crate::url::UrlError::PortOutOfRange), where CPython
+        /// [`UrlError::PortNotInteger`](crate::UrlError::PortNotInteger) or
+        /// [`UrlError::PortOutOfRange`](crate::UrlError::PortOutOfRange), where CPython
         /// raises `ValueError`.
-        pub fn port(&self) -> Result<Option<u16>, crate::url::UrlError> {
-            crate::url::netloc::port(self.netloc())
+        pub fn port(&self) -> Result<Option<u16>, crate::UrlError> {
+            crate::netloc::port(self.netloc())
         }
     };
 }

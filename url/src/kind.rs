@@ -56,7 +56,7 @@ pub(crate) mod sealed {
         /// Lowercased as CPython's `str.lower()` / `bytes.lower()` would.
         fn lower(&self) -> Cow<'_, Self>;
         /// CPython's `_checknetloc`: the NFKC check (text only).
-        fn check_nfkc(netloc: &Self) -> Result<(), crate::url::UrlError>;
+        fn check_nfkc(netloc: &Self) -> Result<(), crate::UrlError>;
         /// Approximation of Python's `repr()` of the value as a `str` (bytes are decoded as
         /// latin-1, as CPython would have decoded ASCII).
         fn py_repr(&self) -> String;
@@ -126,7 +126,7 @@ impl sealed::Sealed for str {
             }
         }
     }
-    fn check_nfkc(netloc: &str) -> Result<(), crate::url::UrlError> {
+    fn check_nfkc(netloc: &str) -> Result<(), crate::UrlError> {
         use unicode_normalization::UnicodeNormalization;
         if netloc.is_ascii() {
             return Ok(());
@@ -143,14 +143,14 @@ impl sealed::Sealed for str {
             .nfkc()
             .any(|c| matches!(c, '/' | '?' | '#' | '@' | ':'))
         {
-            return Err(crate::url::UrlError::NetlocNfkc {
+            return Err(crate::UrlError::NetlocNfkc {
                 netloc: netloc.to_owned(),
             });
         }
         Ok(())
     }
     fn py_repr(&self) -> String {
-        crate::url::error::py_repr(self.chars())
+        crate::error::py_repr(self.chars())
     }
     fn lossy(&self) -> Cow<'_, str> {
         Cow::Borrowed(self)
@@ -209,11 +209,11 @@ impl sealed::Sealed for [u8] {
             Cow::Borrowed(self)
         }
     }
-    fn check_nfkc(_netloc: &[u8]) -> Result<(), crate::url::UrlError> {
+    fn check_nfkc(_netloc: &[u8]) -> Result<(), crate::UrlError> {
         Ok(())
     }
     fn py_repr(&self) -> String {
-        crate::url::error::py_repr(self.iter().map(|&b| char::from(b)))
+        crate::error::py_repr(self.iter().map(|&b| char::from(b)))
     }
     fn lossy(&self) -> Cow<'_, str> {
         Cow::Owned(self.iter().map(|&b| char::from(b)).collect())

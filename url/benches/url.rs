@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use smallarena::url::{self, UrlCache};
+use smallarena_url::{self as url, UrlCache};
 
 fn corpus() -> Vec<String> {
     let path = std::env::var_os("URL_CORPUS").map_or_else(

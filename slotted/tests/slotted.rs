@@ -1,7 +1,7 @@
 //! Slotted records: model-based property tests against a `HashMap`, drop accounting, serde.
 
 use proptest::prelude::*;
-use smallarena::slotted::{Entry, Record, Schema, Slot};
+use smallarena_slotted::{Entry, Record, Schema, Slot};
 use std::cell::Cell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -506,7 +506,7 @@ fn equality_hash_debug_entry() {
 #[cfg(feature = "serde")]
 mod serde_tests {
     use serde::de::DeserializeSeed;
-    use smallarena::slotted::{Record, RecordSeed, Schema};
+    use smallarena_slotted::{Record, RecordSeed, Schema};
 
     fn parse<V: serde::de::DeserializeOwned>(
         schema: &Schema,

@@ -1,4 +1,4 @@
-//! Differential tests of `smallarena::url` against CPython 3.11 (`python3`), in bulk: every
+//! Differential tests of `smallarena_url` against CPython 3.11 (`python3`), in bulk: every
 //! case is written to one temporary file, one `python3` process (`tests/url_oracle.py`)
 //! answers all of them, and the answers are compared here with the crate's, both uncached
 //! and through a checked `UrlCache`.
@@ -15,12 +15,12 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use smallarena::url::{self, Kind, Options, UrlCache, UrlError};
+use smallarena_url::{self as url, Kind, Options, UrlCache, UrlError};
 
-mod common;
 mod url_pieces;
 
-use common::Rng;
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
 use url_pieces::PIECES;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -501,13 +501,15 @@ const TRICKY: &[&str] = &[
 ];
 
 fn generated(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = Rng(seed);
+    // proptest's seeded generator: the same cases on every run for a given seed.
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut rng = TestRng::from_seed(RngAlgorithm::XorShift, &bytes);
+    let mut below = |n: usize| (rng.next_u64() % n as u64) as usize;
     (0..n)
         .map(|_| {
-            let len = 1 + rng.below(10);
-            (0..len)
-                .map(|_| PIECES[rng.below(PIECES.len() as u64) as usize])
-                .collect()
+            let len = 1 + below(10);
+            (0..len).map(|_| PIECES[below(PIECES.len())]).collect()
         })
         .collect()
 }

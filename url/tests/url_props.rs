@@ -1,11 +1,11 @@
-//! Property tests of `smallarena::url`: cached == uncached, kinds never mix in the cache
+//! Property tests of `smallarena_url`: cached == uncached, kinds never mix in the cache
 //! (the 2005 `urlparse` cache bug as a regression test), text and bytes agree, no input
 //! panics; plus cache bounds, counters and a multi-threaded check.
 
 use std::borrow::Cow;
 
 use proptest::prelude::*;
-use smallarena::url::{self, Kind, Options, UrlCache, UrlError};
+use smallarena_url::{self as url, Kind, Options, UrlCache, UrlError};
 
 mod url_pieces;
 use url_pieces::PIECES;

@@ -6,7 +6,7 @@
 //! kind of its input, by type:
 //!
 //! ```
-//! use smallarena::url;
+//! use smallarena_url as url;
 //! let t = url::split("HTTP://User@Example.com:8080/a?q#f").unwrap();
 //! assert_eq!(t.scheme(), "http");
 //! assert_eq!(t.hostname().as_deref(), Some("example.com"));
@@ -35,6 +35,9 @@
 //!   `repr`) is an approximation for unusual characters.
 //! - CPython raises for a port of more than 4300 digits with a different message ("Exceeds
 //!   the limit ..."); here it is [`UrlError::PortOutOfRange`]. Both are errors.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod cache;
 mod error;

@@ -6,7 +6,7 @@
 #![allow(missing_docs)]
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use smallarena::slotted::{Record, Schema, Slot};
+use smallarena_slotted::{Record, Schema, Slot};
 use std::collections::HashMap;
 
 fn bench_get(c: &mut Criterion) {
