@@ -45,23 +45,47 @@
 //! memory, and keeps working in a child process after `fork()`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod arena;
-mod heap;
-pub mod mode;
-mod os;
-mod pool;
-pub mod raw;
-mod registry;
-pub mod size_class;
-pub mod slotted;
-pub mod stats;
-mod sync;
-mod system;
-#[cfg(all(test, not(loom)))]
-mod tests;
-pub mod url;
-mod valgrind;
+// The supported targets: every Unix (the allocator maps its arenas with `mmap` and needs
+// `pthread_atfork`, `sched_yield` and `posix_memalign` from libc). Tested: Linux x86_64 (glibc,
+// musl) and i686 (glibc); see the README's "Platforms" section.
+#[cfg(not(unix))]
+compile_error!(
+    "smallarena supports Unix targets only (tested: Linux x86_64 and i686, glibc and musl): \
+     it maps its arenas with mmap and needs pthread_atfork, sched_yield and posix_memalign; \
+     this target is not Unix (Windows, WebAssembly, bare metal...), so it is not supported"
+);
+
+/// Declares the crate's modules only where they can compile, so that on an unsupported target
+/// the `compile_error!` above is the one error reported (and not one per missing libc item).
+macro_rules! on_supported_targets {
+    ($($item:item)*) => { $(#[cfg(unix)] $item)* };
+}
+
+on_supported_targets! {
+    mod arena;
+    mod heap;
+    pub mod mode;
+    mod os;
+    mod pool;
+    pub mod raw;
+    mod registry;
+    pub mod size_class;
+    pub mod slotted;
+    pub mod stats;
+    mod sync;
+    mod system;
+    #[cfg(all(test, not(loom)))]
+    mod tests;
+    pub mod url;
+    mod valgrind;
+
+    use core::alloc::{GlobalAlloc, Layout};
+    pub use mode::{mode, Mode};
+    use size_class::is_small;
+    pub use stats::{ClassStats, Stats};
+}
 
 /// Entry points for the loom models in `tests/loom.rs` (only under `--cfg loom`): they call the
 /// same internal functions the allocator's slow paths call, so a model can make them happen at
@@ -80,11 +104,6 @@ pub mod loom_hooks {
         crate::heap::exit_current();
     }
 }
-
-use core::alloc::{GlobalAlloc, Layout};
-pub use mode::{mode, Mode};
-use size_class::is_small;
-pub use stats::{ClassStats, Stats};
 
 /// The global allocator. A zero-sized handle: all state is process-wide.
 ///
@@ -107,6 +126,7 @@ impl SmallArena {
 
 /// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
 /// allocates nothing while holding it.
+#[cfg(unix)]
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = valgrind::Quiet::new();
@@ -115,6 +135,7 @@ pub fn stats() -> Stats {
 }
 
 /// Where a block of this layout lives in mode `m`.
+#[cfg(unix)]
 #[inline]
 fn in_arena(m: u8, size: usize, align: usize) -> bool {
     match m {
@@ -125,6 +146,7 @@ fn in_arena(m: u8, size: usize, align: usize) -> bool {
 }
 
 /// Small requests when the mode is not (yet known to be) `Arena`.
+#[cfg(unix)]
 #[cold]
 #[inline(never)]
 fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
@@ -142,6 +164,7 @@ fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// As for `GlobalAlloc::dealloc`.
+#[cfg(unix)]
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
@@ -157,6 +180,7 @@ unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
 
 /// Serves a request from libc, counting it in `bytes_requested`. Kept out of line so the small
 /// fast paths that share a function with it need no saved registers.
+#[cfg(unix)]
 #[inline(never)]
 fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let p = if zeroed {
@@ -174,6 +198,7 @@ fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is a live libc block of `layout`.
+#[cfg(unix)]
 #[inline(never)]
 unsafe fn large_free(ptr: *mut u8, layout: Layout) {
     heap::account(layout.size().wrapping_neg());
@@ -185,6 +210,7 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
 // aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
 // with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
 // back unchanged, and the mode that decides the routing never changes once a block exists.
+#[cfg(unix)]
 unsafe impl GlobalAlloc for SmallArena {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
