@@ -54,20 +54,44 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod arena;
-mod heap;
-pub mod mode;
-mod os;
-mod pool;
-pub mod raw;
-mod registry;
-pub mod size_class;
-pub mod stats;
-mod sync;
-mod system;
-#[cfg(all(test, not(loom)))]
-mod tests;
-mod valgrind;
+// The supported targets: Linux (the allocator maps its arenas with `mmap`, hands heaps over with
+// `pthread_atfork`, and its Valgrind client requests are the Linux protocol). Tested: x86_64
+// (glibc, musl) and i686 (glibc); aarch64 builds. Other Unix systems may well work but have never
+// been run, so they are refused rather than promised; see the README's "Platforms" section.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "smallarena supports Linux only (tested: x86_64 and i686, glibc and musl; aarch64 builds): \
+     it maps its arenas with mmap and relies on pthread_atfork and Linux's thread-exit order; \
+     this target is not Linux, so it is not supported"
+);
+
+/// Declares the crate's modules only where they can compile, so that on an unsupported target
+/// the `compile_error!` above is the one error reported (and not one per missing libc item).
+macro_rules! on_supported_targets {
+    ($($item:item)*) => { $(#[cfg(target_os = "linux")] $item)* };
+}
+
+on_supported_targets! {
+    mod arena;
+    mod heap;
+    pub mod mode;
+    mod os;
+    mod pool;
+    pub mod raw;
+    mod registry;
+    pub mod size_class;
+    pub mod stats;
+    mod sync;
+    mod system;
+    #[cfg(all(test, not(loom)))]
+    mod tests;
+    mod valgrind;
+
+    use core::alloc::{GlobalAlloc, Layout};
+    pub use mode::{mode, Mode};
+    use size_class::is_small;
+    pub use stats::{ClassStats, Stats};
+}
 
 #[cfg(feature = "slotted")]
 #[cfg_attr(docsrs, doc(cfg(feature = "slotted")))]
@@ -96,11 +120,6 @@ pub mod loom_hooks {
     }
 }
 
-use core::alloc::{GlobalAlloc, Layout};
-pub use mode::{mode, Mode};
-use size_class::is_small;
-pub use stats::{ClassStats, Stats};
-
 /// The global allocator. A zero-sized handle: all state is process-wide.
 ///
 /// ```
@@ -122,6 +141,7 @@ impl SmallArena {
 
 /// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
 /// allocates nothing while holding it.
+#[cfg(target_os = "linux")]
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = valgrind::Quiet::new();
@@ -130,6 +150,7 @@ pub fn stats() -> Stats {
 }
 
 /// Where a block of this layout lives in mode `m`.
+#[cfg(target_os = "linux")]
 #[inline]
 fn in_arena(m: u8, size: usize, align: usize) -> bool {
     match m {
@@ -140,6 +161,7 @@ fn in_arena(m: u8, size: usize, align: usize) -> bool {
 }
 
 /// Small requests when the mode is not (yet known to be) `Arena`.
+#[cfg(target_os = "linux")]
 #[cold]
 #[inline(never)]
 fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
@@ -157,6 +179,7 @@ fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// As for `GlobalAlloc::dealloc`.
+#[cfg(target_os = "linux")]
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
@@ -172,6 +195,7 @@ unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
 
 /// Serves a request from libc, counting it in `bytes_requested`. Kept out of line so the small
 /// fast paths that share a function with it need no saved registers.
+#[cfg(target_os = "linux")]
 #[inline(never)]
 fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let p = if zeroed {
@@ -189,6 +213,7 @@ fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 ///
 /// # Safety
 /// `ptr` is a live libc block of `layout`.
+#[cfg(target_os = "linux")]
 #[inline(never)]
 unsafe fn large_free(ptr: *mut u8, layout: Layout) {
     heap::account(layout.size().wrapping_neg());
@@ -200,6 +225,7 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
 // aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
 // with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
 // back unchanged, and the mode that decides the routing never changes once a block exists.
+#[cfg(target_os = "linux")]
 unsafe impl GlobalAlloc for SmallArena {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

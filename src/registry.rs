@@ -3,17 +3,23 @@
 //! `free(p)` in the `LD_PRELOAD` library ([`crate::raw`]) gets no size and no layout, so it must
 //! find out, in constant time and without any lock, whether `p` lies in one of our arenas (then
 //! its pool header tells the size class) or came from libc. Arenas are 1 MiB-aligned mappings, so
-//! a pointer's arena is named by its address bits 47..20; this map keeps one bit per possible
-//! arena, in two levels, the scheme CPython 3.10+ uses for obmalloc's `address_in_range`:
+//! a pointer's arena is named by its address bits above bit 20; this map keeps one bit per
+//! possible arena, in two levels, the scheme CPython 3.10+ uses for obmalloc's `address_in_range`.
+//!
+//! On 64-bit targets the map covers addresses below 2^48 ([`ADDRESS_BITS`]):
 //!
 //! * level 1, [`ROOT`]: 8192 pointers indexed by address bits 47..35;
-//! * level 2, a [`Leaf`]: one 4 KiB page holding a bitmap of 32768 bits indexed by bits 34..20.
+//! * level 2, a [`Leaf`]: a 4 KiB bitmap of 32768 bits indexed by bits 34..20.
 //!
-//! Leaves are mapped lazily from the OS (never through an allocator) the first time an arena in
-//! their 32 GiB span is published, and never freed, so a lookup can always read a leaf it found.
-//! Addresses at or above 2^48 (none on x86-64 or AArch64 Linux with 4-level paging, which is
-//! every mapping made without an explicit high hint) cannot be published: mapping such an arena
-//! fails as if the OS had refused memory, and a lookup of such an address answers "not ours".
+//! On 32-bit targets it covers the whole 4 GiB address space: the root has a single entry and
+//! its one leaf holds 4096 bits (512 bytes), indexed by bits 31..20.
+//!
+//! Leaves are mapped lazily from the OS (never through an allocator, one page each) the first
+//! time an arena in their span is published, and never freed, so a lookup can always read a leaf
+//! it found. On 64-bit targets, addresses at or above 2^48 (none on x86-64 or AArch64 Linux with
+//! 4-level paging, which is every mapping made without an explicit high hint) cannot be
+//! published: mapping such an arena fails as if the OS had refused memory, and a lookup of such
+//! an address answers "not ours".
 //!
 //! Publication is ordered with the arena's life: [`insert`] runs under the arena lock when an
 //! arena has been mapped, before any pool of it is handed out, and [`remove`] runs under the lock
@@ -30,14 +36,24 @@ use core::ptr::null_mut;
 
 /// log2 of the arena size: the address bits below this are the offset inside an arena.
 const ARENA_BITS: u32 = ARENA_SIZE.trailing_zeros();
-/// Address bits covered by the map (addresses below 2^48).
-const ADDRESS_BITS: u32 = 48;
-/// Size of a leaf: one page.
-const LEAF_BYTES: usize = 4096;
+/// Address bits covered by the map: 48 on 64-bit targets (the user address space of 4-level
+/// paging), all of them (32) on 32-bit targets.
+const ADDRESS_BITS: u32 = if usize::BITS < 48 { usize::BITS } else { 48 };
+/// log2 of the arenas one leaf covers: a page of bits (2^15), or the whole address space when
+/// that is smaller (2^12 arenas on 32-bit targets).
+const LEAF_BITS: u32 = if ADDRESS_BITS - ARENA_BITS < 15 {
+    ADDRESS_BITS - ARENA_BITS
+} else {
+    15
+};
 /// Arenas covered by one leaf: one bit each.
-const LEAF_ARENAS: usize = LEAF_BYTES * 8;
+const LEAF_ARENAS: usize = 1 << LEAF_BITS;
+/// Size of a leaf's bitmap.
+const LEAF_BYTES: usize = LEAF_ARENAS / 8;
+/// Bytes mapped for a leaf: one page (of the smallest page size; the OS rounds up).
+const LEAF_MAP: usize = 4096;
 /// Address bits a leaf covers (bits `ARENA_BITS..LEAF_SHIFT`).
-const LEAF_SHIFT: u32 = ARENA_BITS + LEAF_ARENAS.trailing_zeros();
+const LEAF_SHIFT: u32 = ARENA_BITS + LEAF_BITS;
 /// Entries of the root (bits `LEAF_SHIFT..ADDRESS_BITS`).
 const ROOT_LEN: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
 /// Bits in a bitmap word.
@@ -45,17 +61,21 @@ const WORD_BITS: usize = usize::BITS as usize;
 /// Words in a leaf.
 const LEAF_WORDS: usize = LEAF_ARENAS / WORD_BITS;
 
-const _: () = assert!(core::mem::size_of::<Leaf>() == LEAF_BYTES);
-const _: () = assert!(LEAF_SHIFT == 35 && ROOT_LEN == 8192);
+const _: () = assert!(core::mem::size_of::<Leaf>() == LEAF_BYTES && LEAF_BYTES <= LEAF_MAP);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(LEAF_SHIFT == 35 && ROOT_LEN == 8192 && LEAF_BYTES == 4096);
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(LEAF_SHIFT == 32 && ROOT_LEN == 1 && LEAF_BYTES == 512);
 
-/// A second-level node: one bit per 1 MiB arena slot of a 32 GiB span.
+/// A second-level node: one bit per 1 MiB arena slot of a 32 GiB span (64-bit targets) or of the
+/// whole 4 GiB address space (32-bit targets).
 ///
 /// Invariants:
 /// * Bit `i` of the leaf for root index `r` is set exactly while an arena is mapped at address
 ///   `(r << LEAF_SHIFT) | (i << ARENA_BITS)` and published (between [`insert`] and [`remove`]).
 /// * Bits are written only under the arena lock (with atomic RMWs, since readers load the words
 ///   concurrently); they are read from any thread without the lock.
-/// * A leaf lives in its own zero-initialised page mapping that is never unmapped.
+/// * A leaf lives at the start of its own zero-initialised page mapping that is never unmapped.
 #[repr(C)]
 struct Leaf {
     words: [AtomicUsize; LEAF_WORDS],
@@ -81,17 +101,20 @@ impl Root {
 }
 
 crate::sync::global! {
-    /// The root of the map (64 KiB of zeros in `.bss`).
+    /// The root of the map (64 KiB of zeros in `.bss` on 64-bit targets, one pointer on 32-bit).
     static ROOT: Root = Root::new();
 }
 
 /// Splits an address into (root index, word index, bit mask), or `None` above the covered range.
 #[inline(always)]
 fn split(addr: usize) -> Option<(usize, usize, usize)> {
-    if addr >> ADDRESS_BITS != 0 {
+    // `checked_shr` because ADDRESS_BITS and LEAF_SHIFT are the full width on 32-bit targets
+    // (every address is covered and the root index is always 0), where `>>` would overflow;
+    // with a constant shift it compiles to a plain shift, or to nothing.
+    if addr.checked_shr(ADDRESS_BITS).is_some_and(|high| high != 0) {
         return None;
     }
-    let r = addr >> LEAF_SHIFT;
+    let r = addr.checked_shr(LEAF_SHIFT).unwrap_or(0);
     let i = (addr >> ARENA_BITS) & (LEAF_ARENAS - 1);
     Some((r, i / WORD_BITS, 1 << (i % WORD_BITS)))
 }
@@ -124,14 +147,15 @@ pub(crate) fn insert(_locked: &mut Locked, base: *mut u8) -> bool {
     let slot = &ROOT.0[r];
     let mut leaf = slot.load(Ordering::Acquire);
     if leaf.is_null() {
-        leaf = os::map_aligned(LEAF_BYTES, LEAF_BYTES).cast::<Leaf>();
+        leaf = os::map_aligned(LEAF_MAP, LEAF_MAP).cast::<Leaf>();
         if leaf.is_null() {
             return false;
         }
         // Construct the words in place: zeroed memory already is a valid `Leaf` natively, but
         // under loom each atomic must be created inside the model.
         for i in 0..LEAF_WORDS {
-            // SAFETY: the fresh mapping holds LEAF_WORDS words, ours alone until published below.
+            // SAFETY: the fresh mapping (LEAF_MAP >= LEAF_BYTES bytes, page-aligned) holds
+            // LEAF_WORDS words, ours alone until published below.
             unsafe { core::ptr::addr_of_mut!((*leaf).words[i]).write(AtomicUsize::new(0)) };
         }
         // Only lock holders write root entries, and we hold the lock: nobody raced us here.
@@ -159,25 +183,49 @@ pub(crate) fn remove(_locked: &mut Locked, base: *mut u8) {
 mod tests {
     use super::*;
 
-    /// A fake arena address far from anything the OS or Miri hands out (bit 46 set), in the
-    /// middle of a leaf: the map only does arithmetic on it, never dereferences it.
+    /// A fake arena address far from anything the OS or Miri hands out, in the middle of a leaf:
+    /// the map only does arithmetic on it, never dereferences it. 64-bit: bit 46 set.
+    #[cfg(target_pointer_width = "64")]
     const FAKE: usize = 0x4000_0000_0000 + 77 * ARENA_SIZE;
+    /// 32-bit: the gap Linux keeps between the main thread's stack and the top of the `mmap`
+    /// area (at least 128 MiB below the stack top, itself at most 8 MiB below 4 GiB on a 64-bit
+    /// kernel), or kernel space on a 32-bit kernel with the usual 3 GiB split.
+    #[cfg(target_pointer_width = "32")]
+    const FAKE: usize = 0xFA00_0000 + 77 * ARENA_SIZE;
+
+    /// The first address above the map, if the address space has one (64-bit targets).
+    const BEYOND: Option<usize> = 1usize.checked_shl(ADDRESS_BITS);
 
     fn fake(n: usize) -> *mut u8 {
         core::ptr::without_provenance_mut(FAKE + n * ARENA_SIZE)
     }
 
     #[test]
-    fn split_covers_the_48_bit_space() {
+    fn split_covers_the_address_space() {
         assert_eq!(split(0), Some((0, 0, 1)));
         assert_eq!(split(ARENA_SIZE), Some((0, 0, 2)));
-        assert_eq!(split(ARENA_SIZE * 64), Some((0, 1, 1)));
-        assert_eq!(
-            split((1 << 48) - 1),
-            Some((ROOT_LEN - 1, LEAF_WORDS - 1, 1 << (WORD_BITS - 1)))
-        );
-        assert_eq!(split(1 << 48), None);
-        assert_eq!(split(usize::MAX), None);
+        assert_eq!(split(ARENA_SIZE * WORD_BITS), Some((0, 1, 1)));
+        let last = Some((ROOT_LEN - 1, LEAF_WORDS - 1, 1 << (WORD_BITS - 1)));
+        // The highest covered address is in the last bit of the last leaf...
+        let top = usize::MAX >> (usize::BITS - ADDRESS_BITS);
+        assert_eq!(split(top), last);
+        assert_eq!(split(top - (ARENA_SIZE - 1)), last);
+        // ...and the second leaf starts where the first ends (64-bit; 32-bit has one leaf).
+        if ROOT_LEN > 1 {
+            assert_eq!(split(LEAF_ARENAS * ARENA_SIZE), Some((1, 0, 1)));
+        }
+        match BEYOND {
+            Some(beyond) => {
+                assert_eq!(ADDRESS_BITS, 48);
+                assert_eq!(split(beyond), None);
+                assert_eq!(split(usize::MAX), None);
+            }
+            // 32-bit: every address is covered, the top one included.
+            None => {
+                assert_eq!((ADDRESS_BITS, ROOT_LEN), (usize::BITS, 1));
+                assert_eq!(split(usize::MAX), last);
+            }
+        }
     }
 
     #[test]
@@ -209,11 +257,15 @@ mod tests {
         {
             let mut l = Locked::take();
             remove(&mut l, fake(2));
-            // Beyond the map: refused, and never reported as ours.
-            assert!(!insert(&mut l, core::ptr::without_provenance_mut(1 << 48)));
+            // Beyond the map (64-bit): refused, and never reported as ours.
+            if let Some(beyond) = BEYOND {
+                assert!(!insert(&mut l, core::ptr::without_provenance_mut(beyond)));
+            }
         }
         assert!(!contains(FAKE + 2 * ARENA_SIZE));
-        assert!(!contains(1 << 48));
+        if let Some(beyond) = BEYOND {
+            assert!(!contains(beyond));
+        }
     }
 
     #[test]

@@ -1,15 +1,25 @@
 //! The system allocator: large and over-aligned requests, and every request in `System` mode.
 //!
-//! glibc's `malloc` returns 16-byte-aligned memory on the 64-bit targets this crate supports, so
-//! alignments up to 16 use `malloc`/`calloc`/`realloc`; larger ones use `posix_memalign`.
+//! `malloc` returns memory aligned to at least twice the pointer size on every supported target
+//! (glibc's `MALLOC_ALIGNMENT` default and musl's minimum: 16 bytes on 64-bit targets, 8 on
+//! 32-bit ones, where some glibc ports give no more), so alignments up to that use
+//! `malloc`/`calloc`/`realloc`; larger ones use `posix_memalign`.
 //!
 //! With the cargo feature `libc-internal` (for a library that itself exports `malloc`, such as the
 //! `smallarena-preload` crate) the calls go to glibc's own entry points `__libc_malloc`,
 //! `__libc_calloc`, `__libc_realloc`, `__libc_free` and `__libc_memalign` instead, so they cannot
-//! resolve back to the library's exported `malloc` and recurse.
+//! resolve back to the library's exported `malloc` and recurse. Only glibc exports those names:
+//! on any other libc (musl, bionic, the BSDs) the feature is a compile-time error.
 
 use core::alloc::Layout;
 use core::ptr::null_mut;
+
+#[cfg(all(feature = "libc-internal", not(target_env = "gnu"), not(miri)))]
+compile_error!(
+    "the smallarena feature `libc-internal` calls glibc's internal entry points (__libc_malloc, \
+     __libc_free, ...), which only glibc exports; this target's libc is not glibc (musl has no \
+     such public aliases): build without `libc-internal` (the smallarena-preload crate needs glibc)"
+);
 
 /// The libc entry points: the public names, or glibc's internal aliases (`libc-internal`).
 #[cfg(any(not(feature = "libc-internal"), miri))]
@@ -51,7 +61,8 @@ mod c {
     }
 }
 
-const MALLOC_ALIGN: usize = 16;
+/// The alignment every `malloc` block has: 16 on 64-bit targets, 8 on 32-bit ones.
+const MALLOC_ALIGN: usize = 2 * core::mem::size_of::<usize>();
 
 /// Allocates from libc. Null on failure.
 pub(crate) fn alloc(layout: Layout) -> *mut u8 {
