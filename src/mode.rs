@@ -91,8 +91,8 @@ pub(crate) fn decide() -> u8 {
 }
 
 /// What this process should use: the environment override, else the automatic choice; with the
-/// line to print on stderr if the override was not taken as written.
-fn choose() -> (u8, Note) {
+/// line to print on stderr (empty if none) when the override was not taken as written.
+fn choose() -> (u8, Line) {
     let (requested, note) = env_override();
     let mode = match requested {
         Requested::Arena => ARENA,
@@ -119,10 +119,10 @@ enum Requested {
 
 /// Reads `SMALLARENA_MODE` (with `libc::getenv`, which does not allocate) and parses it; an
 /// unknown value, or `annotate` where it is unavailable, comes with the warning to print.
-fn env_override() -> (Requested, Note) {
+fn env_override() -> (Requested, Line) {
     #[cfg(miri)]
     {
-        (Requested::Auto, Note::None)
+        (Requested::Auto, Line::new())
     }
     #[cfg(not(miri))]
     {
@@ -130,7 +130,7 @@ fn env_override() -> (Requested, Note) {
         // returns is only read here, before any other code of ours could change the environment.
         let v = unsafe { libc::getenv(c"SMALLARENA_MODE".as_ptr()) };
         if v.is_null() {
-            return (Requested::Auto, Note::None);
+            return (Requested::Auto, Line::new());
         }
         // SAFETY: getenv returned a non-null pointer to a NUL-terminated string, which stays valid
         // while it is parsed and copied below.
@@ -142,13 +142,20 @@ fn env_override() -> (Requested, Note) {
 /// The decision for a `SMALLARENA_MODE` value (pure, for the tests): an unknown value means auto,
 /// with a warning echoing it; `annotate` where client requests are unsupported means arena, with
 /// a warning saying so.
-fn interpret(value: &[u8], annotate_supported: bool) -> (Requested, Note) {
+fn interpret(value: &[u8], annotate_supported: bool) -> (Requested, Line) {
     match parse(value) {
         Some(Requested::Annotate) if !annotate_supported => {
-            (Requested::Arena, Note::AnnotateUnavailable)
+            let why = if cfg!(feature = "valgrind") {
+                ANNOTATE_WITHOUT_TARGET
+            } else {
+                ANNOTATE_WITHOUT_FEATURE
+            };
+            let mut line = Line::new();
+            line.push(why);
+            (Requested::Arena, line)
         }
-        Some(r) => (r, Note::None),
-        None => (Requested::Auto, Note::Unknown(unknown_value_warning(value))),
+        Some(r) => (r, Line::new()),
+        None => (Requested::Auto, unknown_value_warning(value)),
     }
 }
 
@@ -169,48 +176,12 @@ fn parse(value: &[u8]) -> Option<Requested> {
     }
 }
 
-/// A line for stderr that the mode decision may have to print.
-#[derive(Debug)]
-enum Note {
-    /// Nothing to say.
-    None,
-    /// An unknown value: the line echoing it, formatted on the stack.
-    Unknown(Line),
-    /// `annotate` asked for where client requests are compiled out or unsupported.
-    AnnotateUnavailable,
-}
-
 /// The line printed when `annotate` is unavailable because the `valgrind` feature is off.
 const ANNOTATE_WITHOUT_FEATURE: &[u8] = b"smallarena: SMALLARENA_MODE=annotate is unavailable: \
 built without the `valgrind` feature (no Valgrind client requests); using arena\n";
 /// The line printed when `annotate` is unavailable because the target has no client requests.
 const ANNOTATE_WITHOUT_TARGET: &[u8] = b"smallarena: SMALLARENA_MODE=annotate is unavailable: \
 Valgrind client requests are supported only on x86_64 and aarch64 Linux; using arena\n";
-
-impl Note {
-    /// The bytes to write to stderr (empty for [`Note::None`]).
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Note::None => b"",
-            Note::Unknown(line) => line.as_bytes(),
-            Note::AnnotateUnavailable if cfg!(feature = "valgrind") => ANNOTATE_WITHOUT_TARGET,
-            Note::AnnotateUnavailable => ANNOTATE_WITHOUT_FEATURE,
-        }
-    }
-
-    /// Writes the line to stderr with one `write(2)`, no allocation; errors are ignored.
-    fn emit(&self) {
-        let msg = self.bytes();
-        if msg.is_empty() {
-            return;
-        }
-        #[cfg(not(miri))]
-        // SAFETY: `msg` is a live byte slice of `msg.len()` bytes; write(2) only reads it.
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-        }
-    }
-}
 
 /// At most this many bytes of an unknown value are echoed; a longer value ends in `...`.
 const ECHO_MAX: usize = 40;
@@ -221,8 +192,8 @@ const UNKNOWN_HEAD: &[u8] = b"smallarena: unknown SMALLARENA_MODE value \"";
 /// After the echoed value.
 const UNKNOWN_TAIL: &[u8] = b"\"; accepted: arena, system, annotate, auto; using auto\n";
 
-/// A line of text in a fixed stack buffer: formatting it never allocates, and never panics (bytes
-/// past the capacity are dropped).
+/// A line of text for stderr in a fixed stack buffer (empty: nothing to say): formatting it never
+/// allocates, and never panics (bytes past the capacity are dropped).
 #[derive(Debug)]
 struct Line {
     /// The bytes; the first `len` are the line.
@@ -253,6 +224,20 @@ impl Line {
     /// The line's bytes.
     fn as_bytes(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&self.buf)
+    }
+
+    /// Writes the line to stderr with one `write(2)`, no allocation; errors are ignored. An empty
+    /// line writes nothing.
+    fn emit(&self) {
+        let msg = self.as_bytes();
+        if msg.is_empty() {
+            return;
+        }
+        #[cfg(not(miri))]
+        // SAFETY: `msg` is a live byte slice of `msg.len()` bytes; write(2) only reads it.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        }
     }
 }
 
@@ -287,8 +272,8 @@ fn unknown_value_warning(value: &[u8]) -> Line {
 mod tests {
     use super::*;
 
-    fn text(note: &Note) -> &str {
-        core::str::from_utf8(note.bytes()).unwrap()
+    fn text(note: &Line) -> &str {
+        core::str::from_utf8(note.as_bytes()).unwrap()
     }
 
     #[test]
@@ -307,7 +292,7 @@ mod tests {
             assert_eq!(parse(value.as_bytes()), Some(want), "{value:?}");
             let (got, note) = interpret(value.as_bytes(), true);
             assert_eq!(got, want, "{value:?}");
-            assert!(note.bytes().is_empty(), "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
         }
         for value in [
             "fast",
