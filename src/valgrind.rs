@@ -82,6 +82,7 @@ mod req {
 
 /// Whether this build can describe the arena to memcheck: client requests are compiled in and
 /// supported on this target. Annotate mode is unavailable otherwise.
+#[cfg_attr(miri, allow(dead_code))] // Miri reads no `SMALLARENA_MODE`, so asks no question.
 pub(crate) const ANNOTATE_SUPPORTED: bool = client::SUPPORTED;
 
 /// Whether this process runs under Valgrind (a client request; false natively, or without the

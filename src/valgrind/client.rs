@@ -54,6 +54,7 @@ pub(crate) const CHECK_MEM_IS_ADDRESSABLE: usize = MEMCHECK_BASE + 4;
 
 /// Whether this build issues client requests at all (see the module docs). When false, every
 /// [`request`] returns its default, so Valgrind is never detected and annotate mode is unavailable.
+#[cfg_attr(miri, allow(dead_code))] // Only read through `ANNOTATE_SUPPORTED`, unused under Miri.
 pub(crate) const SUPPORTED: bool = cfg!(all(
     feature = "valgrind",
     not(miri),
