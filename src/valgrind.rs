@@ -1,10 +1,12 @@
 //! Everything smallarena says to Valgrind, in one place: detection, and the annotate mode that
 //! keeps the arena but describes every block to memcheck.
 //!
-//! With the `valgrind` cargo feature (on by default) the client requests come from the
-//! `crabgrind` crate; without it every function here is a no-op and [`running_on_valgrind`] is
-//! false, so `Mode::Auto` always means `Arena`. None of these functions is on the arena-mode fast
-//! path: the allocator reaches them only when the mode byte says `System` or `Annotate`.
+//! The client requests are issued by the hand-written [`client`] module (inline assembly, no
+//! dependency). With the `valgrind` cargo feature (on by default) on x86_64 and aarch64 Linux they
+//! are compiled in; without the feature, on other targets, and under Miri every request here is a
+//! no-op and [`running_on_valgrind`] is false, so auto mode always means `Arena`. None of these
+//! functions is on the arena-mode fast path: the allocator reaches them only when the mode byte
+//! says `System` or `Annotate`.
 //!
 //! ## Annotate mode
 //! * A block handed out is described with `MALLOCLIKE_BLOCK` (the requested size, zeroed for
@@ -24,71 +26,75 @@ use core::alloc::Layout;
 /// Extra bytes each small request takes in annotate mode, kept no-access after the block.
 pub(crate) const REDZONE: usize = 16;
 
-#[cfg(feature = "valgrind")]
-mod client {
-    use core::ffi::c_void;
-    use crabgrind::memcheck::{self, MemState};
-    use crabgrind::valgrind;
+mod client;
 
+/// smallarena's requests, each a thin wrapper over [`client::request`] with the arguments
+/// `valgrind.h` and `memcheck.h` document. Natively, or where requests are compiled out, each is
+/// a no-op answering "not under Valgrind" / "addressable".
+mod req {
+    use super::client::{self, request};
+
+    /// `RUNNING_ON_VALGRIND`: nonzero under Valgrind.
     pub(super) fn running() -> bool {
-        valgrind::running_mode().is_valgrind()
+        request(0, client::RUNNING_ON_VALGRIND, [0; 5]) != 0
     }
+    /// `VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, zeroed)`: `size` bytes at `p` are a new heap block.
     pub(super) fn malloclike(p: *mut u8, size: usize, zeroed: bool) {
-        valgrind::malloclike_block(p as *const c_void, size, 0, zeroed);
+        request(
+            0,
+            client::MALLOCLIKE_BLOCK,
+            [p as usize, size, 0, usize::from(zeroed), 0],
+        );
     }
+    /// `VALGRIND_FREELIKE_BLOCK(p, 0)`: the heap block at `p` is freed.
     pub(super) fn freelike(p: *mut u8) {
-        valgrind::freelike_block(p as *const c_void, 0);
+        request(0, client::FREELIKE_BLOCK, [p as usize, 0, 0, 0, 0]);
     }
+    /// `VALGRIND_RESIZEINPLACE_BLOCK(p, old, new, 0)`: the block at `p` now has `new` bytes.
     pub(super) fn resize_in_place(p: *mut u8, old: usize, new: usize) {
-        valgrind::resizeinplace_block(p as *const c_void, old, new, 0);
+        request(0, client::RESIZEINPLACE_BLOCK, [p as usize, old, new, 0, 0]);
     }
+    /// `VALGRIND_MAKE_MEM_NOACCESS(p, len)`.
     pub(super) fn no_access(p: *mut u8, len: usize) {
-        let _ = memcheck::mark_memory(p as *const c_void, len, MemState::NoAccess);
+        request(0, client::MAKE_MEM_NOACCESS, [p as usize, len, 0, 0, 0]);
     }
+    /// `VALGRIND_CHECK_MEM_IS_ADDRESSABLE(p, len) == 0` (the request reports an error when not).
     pub(super) fn addressable(p: *mut u8, len: usize) -> bool {
-        memcheck::check_mem_addressable(p as *const c_void, len).is_ok()
+        request(
+            0,
+            client::CHECK_MEM_IS_ADDRESSABLE,
+            [p as usize, len, 0, 0, 0],
+        ) == 0
     }
+    /// `VALGRIND_DISABLE_ERROR_REPORTING` for the calling thread (nests).
     pub(super) fn quiet_begin() {
-        valgrind::disable_error_reporting();
+        request(0, client::CHANGE_ERR_DISABLEMENT, [1, 0, 0, 0, 0]);
     }
+    /// `VALGRIND_ENABLE_ERROR_REPORTING`: undoes one [`quiet_begin`].
     pub(super) fn quiet_end() {
-        valgrind::enable_error_reporting();
+        request(
+            0,
+            client::CHANGE_ERR_DISABLEMENT,
+            [usize::MAX, 0, 0, 0, 0], // -1
+        );
     }
 }
 
-#[cfg(not(feature = "valgrind"))]
-mod client {
-    pub(super) fn running() -> bool {
-        false
-    }
-    pub(super) fn malloclike(_: *mut u8, _: usize, _: bool) {}
-    pub(super) fn freelike(_: *mut u8) {}
-    pub(super) fn resize_in_place(_: *mut u8, _: usize, _: usize) {}
-    pub(super) fn no_access(_: *mut u8, _: usize) {}
-    pub(super) fn addressable(_: *mut u8, _: usize) -> bool {
-        true
-    }
-    pub(super) fn quiet_begin() {}
-    pub(super) fn quiet_end() {}
-}
+/// Whether this build can describe the arena to memcheck: client requests are compiled in and
+/// supported on this target. Annotate mode is unavailable otherwise.
+#[cfg_attr(miri, allow(dead_code))] // Miri reads no `SMALLARENA_MODE`, so asks no question.
+pub(crate) const ANNOTATE_SUPPORTED: bool = client::SUPPORTED;
 
 /// Whether this process runs under Valgrind (a client request; false natively, or without the
 /// `valgrind` feature). Costs a handful of instructions natively; called once per process.
 pub(crate) fn running_on_valgrind() -> bool {
-    #[cfg(miri)]
-    {
-        false
-    }
-    #[cfg(not(miri))]
-    {
-        client::running()
-    }
+    req::running()
 }
 
 /// Marks allocator-owned memory no-access (annotate mode only; a no-op otherwise).
 pub(crate) fn hide(p: *mut u8, len: usize) {
     if crate::mode::is_annotate() {
-        client::no_access(p, len);
+        req::no_access(p, len);
     }
 }
 
@@ -102,7 +108,7 @@ impl Quiet {
     pub(crate) fn new() -> Quiet {
         let on = crate::mode::is_annotate();
         if on {
-            client::quiet_begin();
+            req::quiet_begin();
         }
         Quiet(on)
     }
@@ -112,7 +118,7 @@ impl Drop for Quiet {
     #[inline]
     fn drop(&mut self) {
         if self.0 {
-            client::quiet_end();
+            req::quiet_end();
         }
     }
 }
@@ -140,7 +146,7 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
         p
     };
     if !p.is_null() {
-        client::malloclike(p, size, zeroed);
+        req::malloclike(p, size, zeroed);
     }
     p
 }
@@ -152,10 +158,10 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
     let live = {
         let _q = Quiet::new();
-        client::addressable(p, layout.size())
+        req::addressable(p, layout.size())
     };
     // Reports a double or invalid free (with the stack) when the block is not live.
-    client::freelike(p);
+    req::freelike(p);
     if live {
         let _q = Quiet::new();
         crate::heap::account(REDZONE);
@@ -178,7 +184,7 @@ pub(crate) unsafe fn realloc_in_place(p: *mut u8, layout: Layout, new_size: usiz
             let _q = Quiet::new();
             crate::heap::account(new_size.wrapping_sub(layout.size()));
         }
-        client::resize_in_place(p, layout.size(), new_size);
+        req::resize_in_place(p, layout.size(), new_size);
     }
     same
 }

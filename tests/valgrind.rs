@@ -198,7 +198,32 @@ fn without_the_feature_auto_is_arena() {
 fn unknown_mode_is_reported_once_and_auto_is_used() {
     let r = memcheck(&probe("default"), Some("fast"), "mode");
     assert!(r.stdout.contains("mode: System"), "{}", r.stdout);
-    let line = "smallarena: unknown SMALLARENA_MODE value; accepted values are arena, system, \
-                annotate, auto. Using auto.";
+    let line = "smallarena: unknown SMALLARENA_MODE value \"fast\"; accepted: arena, system, \
+                annotate, auto; using auto\n";
+    assert_eq!(r.stderr.matches(line).count(), 1, "{}", r.stderr);
+}
+
+/// Values are read case-insensitively, surrounding whitespace ignored.
+#[test]
+fn mode_values_ignore_case_and_surrounding_spaces() {
+    let r = memcheck(&probe("default"), Some(" Annotate "), "leak");
+    assert!(r.stdout.contains("mode: Annotate"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("definitely lost in loss record"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("SMALLARENA_MODE"), "{}", r.stderr);
+}
+
+/// Without the `valgrind` feature annotate mode cannot describe blocks: it says so in one line
+/// and uses the arena.
+#[test]
+fn without_the_feature_annotate_says_it_is_unavailable() {
+    let r = memcheck(&probe(""), Some("annotate"), "clean");
+    assert!(r.stdout.contains("mode: Arena"), "{}", r.stdout);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = "smallarena: SMALLARENA_MODE=annotate is unavailable: built without the `valgrind` \
+                feature (no Valgrind client requests); using arena\n";
     assert_eq!(r.stderr.matches(line).count(), 1, "{}", r.stderr);
 }
