@@ -11,7 +11,7 @@
 //! does not map and unmap on every turn.
 
 use crate::os;
-use crate::pool::{Pool, NO_CLASS, POOL_SIZE};
+use crate::pool::{Pool, POOL_SIZE};
 use crate::sync::{global, Ordering, SpinLock};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
@@ -224,8 +224,7 @@ impl Locked {
         // so nobody else can reach it; the arena's fields are guarded by our lock.
         unsafe {
             (*pool).owner.store(null_mut(), Ordering::Relaxed);
-            (*pool).class.store(NO_CLASS, Ordering::Relaxed);
-            (*pool).fresh = false;
+            Pool::unassign(pool);
             (*pool).next = (*a).free_pools;
             (*a).free_pools = pool;
             let n = (*a).nfree;

@@ -15,7 +15,7 @@
 
 use crate::arena::Locked;
 use crate::os;
-use crate::pool::{Block, Pool, NO_CLASS};
+use crate::pool::{fault, Block, Fault, Pool, NO_CLASS};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
 use crate::sync::{global, tls, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
@@ -208,6 +208,8 @@ unsafe fn alloc_in<const ZERO: bool>(heap: *mut Heap, size: usize) -> *mut u8 {
             }
             p
         };
+        // A live block never carries the free key (it may have one from an earlier life).
+        (*p.cast::<Block>()).key = 0;
         inc_used(pool);
         add_requested(heap, size);
         p
@@ -216,32 +218,149 @@ unsafe fn alloc_in<const ZERO: bool>(heap: *mut Heap, size: usize) -> *mut u8 {
 
 /// Frees a small block from the arena.
 ///
+/// Wrong frees are caught where that is cheap, and abort the process with one line on stderr
+/// ([`fault`]): a pointer that is not the start of a block of its pool's class (an interior
+/// pointer, the pool header, a pool serving no class), a block that already carries its pool's
+/// free key and is found free (double free), a pool whose `used` count would wrap.
+///
 /// # Safety
 /// `p` was returned by [`alloc`]/[`alloc_zeroed`] for a request of `size` bytes and not freed.
+/// Any other pointer into a mapped arena is caught as above, or (a block handed out again since
+/// it was freed) freed as if it were live.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     let pool = Pool::of(p);
     let heap = current();
     let block = p.cast::<Block>();
     // SAFETY: `p` is a live block, so its pool header is live and its owner stays put while the
-    // block is live. If the owner is our heap, the owner-side fields are ours to touch.
+    // block is live. If the owner is our heap, the owner-side fields are ours to touch. A pool
+    // that serves no class fails `is_block` before the block is touched.
     unsafe {
         if (*pool).owner.load(Ordering::Relaxed) == heap.cast() {
-            (*block).next = (*pool).free;
-            (*pool).free = block;
-            let used = (*pool).used.load(Ordering::Relaxed).wrapping_sub(1);
-            (*pool).used.store(used, Ordering::Relaxed);
-            add_requested(heap, size.wrapping_neg());
-            // Slow path only to relink a full pool, or to retire an empty one that is not the
-            // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
-            // ping-pong on one block must not pay for the call).
-            if (used == 0 || (*pool).full)
-                && ((*pool).full || !((*pool).prev.is_null() && (*pool).next.is_null()))
-            {
-                free_local_slow(heap, pool, None);
+            if !Pool::is_block(pool, p) {
+                fault(Fault::InvalidPointer, p);
             }
+            if (*block).key == heap.addr() {
+                free_suspect(heap, pool, block, size);
+                return;
+            }
+            free_local(heap, pool, block, size);
         } else {
             free_remote(heap, pool, block, size);
+        }
+    }
+}
+
+/// The owner's free of a block that passed the checks.
+///
+/// # Safety
+/// `heap` is the calling thread's, `pool` is owned by it and `block` is a block of `pool`.
+#[inline(always)]
+unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: usize) {
+    // SAFETY: per the caller, the owner-side fields and the block are ours.
+    unsafe {
+        (*block).key = heap.addr();
+        (*block).next = (*pool).free;
+        (*pool).free = block;
+        let used = (*pool).used.load(Ordering::Relaxed).wrapping_sub(1);
+        (*pool).used.store(used, Ordering::Relaxed);
+        add_requested(heap, size.wrapping_neg());
+        // Slow path only to relink a full pool, or to retire an empty one that is not the
+        // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
+        // ping-pong on one block must not pay for the call). A count that wrapped (a pool
+        // never holds 2^31 blocks) means more frees than allocations.
+        if used as i32 <= 0 || (*pool).full {
+            if (used as i32) < 0 {
+                fault(Fault::UsedUnderflow, block.cast());
+            }
+            if (*pool).full || !((*pool).prev.is_null() && (*pool).next.is_null()) {
+                free_local_slow(heap, pool, None);
+            }
+        }
+    }
+}
+
+/// A free by the owner of a block that carries the free key: free already, unless the program
+/// happened to store that value in it. Confirms by looking for it among the pool's free blocks.
+///
+/// # Safety
+/// As for [`free_local`].
+#[cold]
+#[inline(never)]
+unsafe fn free_suspect(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: usize) {
+    // SAFETY: per the caller; the pool's free list (with its remote frees moved onto it, which
+    // the owner may do at any time) holds blocks of the pool only.
+    unsafe {
+        collect_remote(pool);
+        if on_free_list(pool, block) {
+            fault(Fault::DoubleFree, block.cast());
+        }
+        // A stale key from the pool's life in another class, on a block never handed out since.
+        if block.cast::<u8>() >= (*pool).bump {
+            fault(Fault::InvalidPointer, block.cast());
+        }
+        free_local(heap, pool, block, size);
+    }
+}
+
+/// Whether `block` is on the pool's free list (at most as many steps as the pool has blocks, so
+/// a list a wrong free made cyclic still ends).
+///
+/// # Safety
+/// The caller owns the pool.
+unsafe fn on_free_list(pool: *mut Pool, block: *mut Block) -> bool {
+    // SAFETY: the free list links blocks of the pool, which the owner may read.
+    unsafe {
+        let limit = Pool::capacity((*pool).class.load(Ordering::Relaxed) as usize & 31);
+        let mut cur = (*pool).free;
+        let mut steps = 0;
+        while !cur.is_null() && steps <= limit {
+            if cur == block {
+                return true;
+            }
+            cur = (*cur).next;
+            steps += 1;
+        }
+        false
+    }
+}
+
+/// Whether `p` is a block that may be freed or resized: the start of a block of its pool's class
+/// and, as far as can be told, not free. Aborts with a [`fault`] otherwise.
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline]
+pub(crate) unsafe fn check_live(p: *mut u8) {
+    let pool = Pool::of(p);
+    // SAFETY: arena memory is mapped, so the pool header and (once `is_block` holds) the block's
+    // first two words are readable.
+    unsafe {
+        let owner = (*pool).owner.load(Ordering::Acquire);
+        if owner.is_null() || !Pool::is_block(pool, p) {
+            fault(Fault::InvalidPointer, p);
+        }
+        if (*p.cast::<Block>()).key == owner.addr() {
+            check_suspect(owner.cast(), pool, p.cast());
+        }
+    }
+}
+
+/// A block whose liveness is asked about carries its pool's free key.
+///
+/// # Safety
+/// As for [`check_live`], and `pool` is owned by `owner`.
+#[cold]
+#[inline(never)]
+unsafe fn check_suspect(owner: *mut Heap, pool: *mut Pool, block: *mut Block) {
+    // SAFETY: only the owner walks its pool's free list; any other thread trusts the key.
+    unsafe {
+        if owner != current() {
+            fault(Fault::DoubleFree, block.cast());
+        }
+        collect_remote(pool);
+        if on_free_list(pool, block) {
+            fault(Fault::DoubleFree, block.cast());
         }
     }
 }
@@ -375,14 +494,25 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
         if t.len > 0 {
             (*t.tail).next = (*pool).free;
             (*pool).free = t.head;
-            let u = &(*pool).used;
-            u.store(
-                u.load(Ordering::Relaxed).wrapping_sub(t.len),
-                Ordering::Relaxed,
-            );
+            sub_used(pool, t.len, t.head);
         }
         t.len
     }
+}
+
+/// Owner: `n` blocks came back from the remote list; `used` must not wrap (more remote frees
+/// than blocks handed out: a double free that reached the remote list twice).
+///
+/// # Safety
+/// `pool` is owned by the calling thread's heap (or an abandoned heap whose lock we hold).
+unsafe fn sub_used(pool: *mut Pool, n: u32, first: *mut Block) {
+    // SAFETY: only the owner writes `used`.
+    let u = unsafe { &(*pool).used };
+    let used = u.load(Ordering::Relaxed);
+    if used < n {
+        fault(Fault::UsedUnderflow, first.cast());
+    }
+    u.store(used - n, Ordering::Relaxed);
 }
 
 /// The calling thread's heap drains its remote queue (for the loom models).
@@ -415,11 +545,7 @@ unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
             if t.len > 0 {
                 (*t.tail).next = (*pool).free;
                 (*pool).free = t.head;
-                let u = &(*pool).used;
-                u.store(
-                    u.load(Ordering::Relaxed).wrapping_sub(t.len),
-                    Ordering::Relaxed,
-                );
+                sub_used(pool, t.len, t.head);
             }
             free_local_slow(heap, pool, locked.as_deref_mut());
             pool = next;
@@ -490,9 +616,7 @@ unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
         if (*heap).empty_count < EMPTY_CACHE {
-            (*pool).class.store(NO_CLASS, Ordering::Relaxed);
-            // Its blocks were handed out: no longer known to be zero.
-            (*pool).fresh = false;
+            Pool::unassign(pool);
             (*pool).next = (*heap).empty;
             (*heap).empty = pool;
             (*heap).empty_count += 1;
@@ -570,6 +694,21 @@ unsafe fn unlink(heap: *mut Heap, class: usize, pool: *mut Pool) {
 #[cold]
 #[inline(never)]
 unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: usize) {
+    // SAFETY: arena memory is mapped: the header is readable, and once `is_block` holds so are
+    // the block's first two words (ours, if the block is live as the caller promises). A pool in
+    // no heap, or serving no class, fails the checks before the block is touched.
+    unsafe {
+        let owner = (*pool).owner.load(Ordering::Acquire);
+        if owner.is_null() || !Pool::is_block(pool, block.cast()) {
+            fault(Fault::InvalidPointer, block.cast());
+        }
+        // Only the owner may walk the pool's free list, so the key alone decides here: a live
+        // block holds the owner heap's address only if the program wrote it there.
+        if (*block).key == owner.addr() {
+            fault(Fault::DoubleFree, block.cast());
+        }
+        (*block).key = owner.addr();
+    }
     if heap.is_null() {
         ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
     } else {

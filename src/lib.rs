@@ -249,7 +249,9 @@ unsafe impl GlobalAlloc for SmallArena {
         large_alloc(layout, true)
     }
 
-    #[inline]
+    // Always inlined: with the wrong-free checks the body crossed LLVM's threshold for `#[inline]`,
+    // and a direct caller paid a call (and its register shuffling) on every free.
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {

@@ -18,7 +18,7 @@
 //!   for it can be in flight, and it can safely be reused for another size class.
 
 use crate::size_class::block_size;
-use crate::sync::{const_fn, AtomicPtr, AtomicU32, Ordering};
+use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use core::ptr::null_mut;
 
 /// Size and alignment of a pool.
@@ -28,15 +28,23 @@ pub const POOL_SIZE: usize = 16 * 1024;
 /// Under loom its atomics are bigger (they carry model-checker state), so the header is too.
 pub const POOL_HEADER: usize = if cfg!(loom) { 512 } else { 128 };
 /// Value of `class` for a pool that is not serving any class (free in its arena, or cached empty).
-pub const NO_CLASS: u32 = u32::MAX;
+pub const NO_CLASS: u8 = u8::MAX;
 
 const QUEUED: usize = 1;
 
-/// A free block: its first word links to the next free block.
+/// A free block: its first word links to the next free block, its second holds the free key.
+///
+/// The *free key* (as glibc's tcache key) is the address of the pool's owner heap: every free
+/// stores it in the block, every allocation clears it. A block being freed that already holds it
+/// is most likely free already (a double free); a live block holds it only if the program wrote
+/// that value there, an address of the allocator's own bookkeeping it never sees (except by reading
+/// freed memory), and the owner confirms a match by walking the pool's free list before it aborts.
 #[repr(C)]
 pub struct Block {
     /// The next free block, or null.
     pub next: *mut Block,
+    /// The free key while the block is free; 0 once it is handed out.
+    pub key: usize,
 }
 
 /// The header at the start of every pool.
@@ -60,16 +68,22 @@ pub struct Pool {
     pub bump: *mut u8,
     /// End of the last whole block.
     pub end: *mut u8,
-    /// Blocks handed out and not yet returned to the owner's free list.
-    pub used: AtomicU32,
-    /// Size class served, or [`NO_CLASS`].
-    pub class: AtomicU32,
     /// Owning heap (opaque to this module), null when the pool is free in its arena.
     pub owner: AtomicPtr<u8>,
     /// Next pool in the owner's class list, or in its arena's free list / heap's empty cache.
     pub next: *mut Pool,
     /// Previous pool in the owner's class list.
     pub prev: *mut Pool,
+    /// Blocks handed out and not yet returned to the owner's free list.
+    pub used: AtomicU32,
+    /// Multiplier of the block-boundary test ([`Pool::is_block`]) for the class served.
+    /// `check_mul` and `check_cap` are written only while no block of the pool is live (when it is
+    /// set up for a class or leaves it), so any thread freeing a live block may read them.
+    check_mul: u32,
+    /// Blocks in the pool for the class served; 0 when it serves none, so no pointer passes.
+    check_cap: u32,
+    /// Size class served, or [`NO_CLASS`].
+    pub class: AtomicU8,
     /// Unlinked because it was full (see type invariants).
     pub full: bool,
     /// The bump region is known to be zeroed (fresh from the OS).
@@ -89,6 +103,94 @@ struct RemoteSide {
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= POOL_HEADER);
+// The owner's fast-path fields share one cache line.
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64);
+
+/// Rotation of the block-boundary test: the block size's power of two is at most `2^ROT` (512).
+const ROT: u32 = 9;
+
+/// The multiplier of the block-boundary test for `class` (see [`Pool::is_block`]).
+///
+/// The block size is `2^s * m` with `m` odd and `s <= ROT`. With `inv` the inverse of `m` modulo
+/// 2^32, `x * inv` is `q * 2^s` exactly when `x = q * bs`; otherwise either its low `s` bits are not
+/// all zero or its bits above them are at least `(2^(32-s) - 1) / m`, far beyond any block index.
+/// Scaled by `2^(ROT-s)` and rotated right by `ROT`, every valid offset gives its block index and
+/// every other (including the header's offsets, which wrap below 0) gives at least 2^18.
+const fn check_mul(class: usize) -> u32 {
+    let bs = block_size(class) as u32;
+    let s = bs.trailing_zeros();
+    let m = bs >> s;
+    // Newton's iteration doubles the correct low bits each step: 3 (m * m = 1 mod 8) -> 48.
+    let mut inv = m;
+    let mut i = 0;
+    while i < 4 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(m.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv << (ROT - s)
+}
+
+/// The fault a free was caught making; see [`fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The block is already free.
+    DoubleFree,
+    /// The pointer is not the start of a block of its pool (interior, or never handed out).
+    InvalidPointer,
+    /// The pool got back more blocks than it handed out.
+    UsedUnderflow,
+}
+
+/// Reports a misuse of the allocator by the program on stderr in one line and aborts.
+///
+/// Writes with `write(2)` from a stack buffer: nothing is allocated, no lock is taken.
+#[cold]
+#[inline(never)]
+pub fn fault(what: Fault, p: *const u8) -> ! {
+    let (head, tail): (&[u8], &[u8]) = match what {
+        Fault::DoubleFree => (b"double free of ", b" (free(): double free detected)\n"),
+        Fault::InvalidPointer => (
+            b"invalid free of ",
+            b" (free(): invalid pointer, not the start of a block)\n",
+        ),
+        Fault::UsedUnderflow => (
+            b"double free of ",
+            b" (free(): more blocks freed than allocated in its pool)\n",
+        ),
+    };
+    let mut buf = [0u8; 160];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+    };
+    put(b"smallarena: ");
+    put(head);
+    put(b"0x");
+    let addr = p.addr();
+    let digits = (usize::BITS - addr.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        put(&[b"0123456789abcdef"[(addr >> (i * 4)) & 15]]);
+    }
+    put(tail);
+    #[cfg(not(loom))]
+    // SAFETY: `buf[..n]` is initialised memory we own; write(2) and abort(3) have no other
+    // preconditions and allocate nothing.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        libc::abort();
+    }
+    #[cfg(loom)]
+    panic!(
+        "{}",
+        core::str::from_utf8(&buf[..n]).unwrap_or("smallarena: fault")
+    );
+}
 
 impl Pool {
     const_fn! {
@@ -99,11 +201,13 @@ impl Pool {
                 free: null_mut(),
                 bump: null_mut(),
                 end: null_mut(),
-                used: AtomicU32::new(0),
-                class: AtomicU32::new(NO_CLASS),
                 owner: AtomicPtr::new(null_mut()),
                 next: null_mut(),
                 prev: null_mut(),
+                used: AtomicU32::new(0),
+                check_mul: 0,
+                check_cap: 0,
+                class: AtomicU8::new(NO_CLASS),
                 full: false,
                 fresh: false,
                 remote: RemoteSide {
@@ -150,8 +254,44 @@ impl Pool {
             (*pool).next = null_mut();
             (*pool).prev = null_mut();
             (*pool).full = false;
-            (*pool).class.store(class as u32, Ordering::Relaxed);
+            // Counters start afresh with every assignment: whatever a wrong free left there
+            // before (caught or not) does not follow the pool into its next use.
+            (*pool).used.store(0, Ordering::Relaxed);
+            (*pool).remote.count.store(0, Ordering::Relaxed);
+            (*pool).check_mul = check_mul(class);
+            (*pool).check_cap = cap as u32;
+            (*pool).class.store(class as u8, Ordering::Relaxed);
             (*pool).owner.store(owner, Ordering::Release);
+        }
+    }
+
+    /// Whether `p`, a pointer into `pool`, is the start of one of its blocks for the class it
+    /// serves. Always false when it serves no class. Constant time: a multiply and a rotate.
+    ///
+    /// # Safety
+    /// `pool` is `Pool::of(p)`, a mapped pool header (see `check_mul` for when it may be read).
+    #[inline(always)]
+    pub unsafe fn is_block(pool: *const Pool, p: *const u8) -> bool {
+        // Offset from the first block, modulo 2^32: the header's offsets wrap to near 2^32.
+        let x = (p.addr().wrapping_sub(POOL_HEADER) as u32).wrapping_sub(pool.addr() as u32);
+        // SAFETY: per the caller.
+        let (mul, cap) = unsafe { ((*pool).check_mul, (*pool).check_cap) };
+        x.wrapping_mul(mul).rotate_right(ROT) < cap
+    }
+
+    /// The pool stops serving its class (cached empty in a heap, or back in its arena): no pointer
+    /// passes [`Pool::is_block`] until it is assigned again.
+    ///
+    /// # Safety
+    /// The caller owns the pool exclusively and none of its blocks is live.
+    pub unsafe fn unassign(pool: *mut Pool) {
+        // SAFETY: per the caller.
+        unsafe {
+            (*pool).class.store(NO_CLASS, Ordering::Relaxed);
+            (*pool).check_cap = 0;
+            (*pool).check_mul = 0;
+            // Its blocks were handed out: no longer known to be zero.
+            (*pool).fresh = false;
         }
     }
 
@@ -285,11 +425,77 @@ impl Taken {
         };
         let mut cur = list;
         while !cur.is_null() {
+            // A list longer than any pool's capacity has a cycle: a block pushed twice (a double
+            // free whose key was overwritten in between).
+            if t.len as usize >= Pool::capacity(0) {
+                fault(Fault::DoubleFree, cur.cast());
+            }
             t.len += 1;
             t.tail = cur;
             // SAFETY: per the caller, each node is a block we own.
             cur = unsafe { (*cur).next };
         }
         t
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::size_class::CLASS_COUNT;
+
+    /// A pool header (and room behind it) to try every offset against.
+    #[repr(C, align(16384))]
+    struct Space([u8; POOL_SIZE]);
+
+    /// The boundary test is exact: for every class and every byte offset of a pool, a pointer
+    /// passes exactly when it starts one of the pool's blocks; a pool serving nothing rejects all.
+    #[test]
+    fn is_block_accepts_exactly_the_block_starts() {
+        let mut space = Box::new(Space([0; POOL_SIZE]));
+        let pool = space.0.as_mut_ptr().cast::<Pool>();
+        // SAFETY: the box is POOL_SIZE bytes, POOL_SIZE-aligned, ours alone.
+        unsafe { Pool::init_free(pool, false) };
+        let base = pool.cast::<u8>();
+        let step = if cfg!(miri) { 16 } else { 1 };
+        for off in (0..POOL_SIZE).step_by(step) {
+            // SAFETY: a header of a pool serving nothing, inside the box.
+            assert!(!unsafe { Pool::is_block(pool, base.wrapping_add(off)) });
+        }
+        for class in 0..CLASS_COUNT {
+            let bs = block_size(class);
+            // SAFETY: as above; nothing of it is live.
+            unsafe { Pool::assign(pool, class, null_mut()) };
+            for off in (0..POOL_SIZE).step_by(step) {
+                let want = off >= POOL_HEADER
+                    && (off - POOL_HEADER) % bs == 0
+                    && (off - POOL_HEADER) / bs < Pool::capacity(class);
+                // SAFETY: as above.
+                let got = unsafe { Pool::is_block(pool, base.wrapping_add(off)) };
+                assert_eq!(got, want, "class {class} offset {off}");
+            }
+            // SAFETY: as above.
+            unsafe { Pool::unassign(pool) };
+            // SAFETY: as above.
+            assert!(!unsafe { Pool::is_block(pool, base.wrapping_add(POOL_HEADER)) });
+        }
+    }
+
+    /// Reassigning a pool resets its counters, whatever a wrong free left in them.
+    #[test]
+    fn assign_resets_the_counters() {
+        let mut space = Box::new(Space([0; POOL_SIZE]));
+        let pool = space.0.as_mut_ptr().cast::<Pool>();
+        // SAFETY: the box is POOL_SIZE bytes, POOL_SIZE-aligned, ours alone.
+        unsafe {
+            Pool::init_free(pool, false);
+            Pool::assign(pool, 3, null_mut());
+            (*pool).used.store(u32::MAX, Ordering::Relaxed);
+            (*pool).remote.count.store(7, Ordering::Relaxed);
+            Pool::unassign(pool);
+            Pool::assign(pool, 5, null_mut());
+            assert_eq!((*pool).used.load(Ordering::Relaxed), 0);
+            assert_eq!(Pool::remote_pending(pool), 0);
+        }
     }
 }

@@ -53,13 +53,31 @@ pub fn owns(p: *const u8) -> bool {
 /// The usable size of an arena block: its class's block size (16..=512). Every byte of it may be
 /// used, and [`free`] takes it back whole.
 ///
+/// A pointer that is not a live block (one inside a block, or a block already freed) aborts the
+/// process with a one-line message, as [`free`] does: a C `realloc` or `malloc_usable_size` of a
+/// freed or interior pointer is caught here.
+///
 /// # Safety
-/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`] (so [`owns`] is true for it).
+/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`] (so [`owns`] is true for it), or at
+/// least a pointer for which [`owns`] is true.
 #[inline]
 pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: `p` points into a mapped arena (per the caller).
+    unsafe { heap::check_live(p.cast_mut()) };
+    // SAFETY: as above.
+    unsafe { class_size(p) }
+}
+
+/// The block size of the class `p`'s pool serves.
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+unsafe fn class_size(p: *const u8) -> usize {
     let pool = Pool::of(p.cast_mut());
-    // SAFETY: a live block's pool header is live and serves the block's class while the block is
-    // live (only its owner rewrites `class`, and only once the pool is empty).
+    // SAFETY: arena pool headers are mapped; a live block's pool serves the block's class while
+    // the block is live (only its owner rewrites `class`, and only once the pool is empty). For a
+    // pool serving no class the size is meaningless, and `heap::free` rejects the pointer.
     let class = unsafe { (*pool).class.load(Ordering::Relaxed) };
     block_size(class as usize)
 }
@@ -86,12 +104,18 @@ pub fn alloc_zeroed(size: usize) -> *mut u8 {
 
 /// Frees an arena block, from any thread.
 ///
+/// Wrong frees that are cheap to tell abort the process with one line on stderr naming the fault
+/// and the address (as glibc does): a pointer that is not the start of a block (inside one, or in
+/// a pool serving nothing) and a block that is already free (a double free).
+///
 /// # Safety
-/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since.
+/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since; or at least a
+/// pointer for which [`owns`] is true (then the checks above apply).
 #[inline]
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: per the caller, a live arena block; its class gives the size it was served with.
-    unsafe { heap::free(p, usable_size(p)) }
+    // SAFETY: per the caller, an arena pointer; its class gives the size it was served with, and
+    // `heap::free` checks it.
+    unsafe { heap::free(p, class_size(p)) }
 }
 
 /// The class serving `size` when the arena should serve it.

@@ -428,3 +428,65 @@ fn memcheck_reports_the_same_with_the_preload() {
         );
     }
 }
+
+/// Wrong frees through the C `free` and `realloc` (`tests/programs/bad_free_alias.c`, compiled
+/// with `-O0 -fno-builtin` so the compiler keeps the faulty calls): a double free, a free of a
+/// pointer inside a block, and a `realloc` of a freed block each abort (SIGABRT) with one line
+/// naming the fault and the address, instead of handing the same memory out twice.
+#[test]
+fn wrong_frees_abort_with_a_message() {
+    use std::os::unix::process::ExitStatusExt;
+    if !have("cc", "--version") {
+        return;
+    }
+    let s = Scratch::new("bad_free");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/bad_free_alias.c");
+    let exe = s.0.join("bad_free_alias");
+    let st = Command::new("cc")
+        .args(["-O0", "-fno-builtin", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(st.success(), "cc {}", src.display());
+    let exe = exe.to_str().unwrap();
+    for (mode, fault) in [
+        ("double", "double free of "),
+        ("interior", "invalid free of "),
+        ("realloc-freed", "double free of "),
+    ] {
+        let o = run(&[exe, mode], &[("SMALLARENA_MODE", "arena")], true, None);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGABRT),
+            "{mode}: {}\nstdout:\n{out}\nstderr:\n{err}",
+            o.status
+        );
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("smallarena: "))
+            .unwrap_or_else(|| panic!("{mode}: no fault line\n{err}"));
+        assert!(
+            line.starts_with(&format!("smallarena: {fault}0x")),
+            "{mode}: {line}"
+        );
+        // The line names the faulty pointer: the block the program printed (`p = ...`), or the
+        // interior pointer 16 bytes into it.
+        let addr = line[line.find("0x").unwrap() + 2..]
+            .split(' ')
+            .next()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap();
+        if let Some(p) = out
+            .lines()
+            .find_map(|l| l.strip_prefix("p = 0x"))
+            .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+        {
+            assert_eq!(addr, p, "{mode}: {line}");
+        }
+        // Nothing after the fault ran: the program's own report of the aliasing never printed.
+        assert!(!out.contains("next"), "{mode}: {out}");
+    }
+}
