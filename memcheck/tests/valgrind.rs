@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The workspace root (this crate is `memcheck/` inside it).
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// Builds the probe once per feature set; returns the binary's path.
@@ -27,7 +28,7 @@ fn probe(features: &'static str) -> PathBuf {
             });
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(root())
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--quiet", "--example", "vg_probe", "--target-dir"])
             .arg(&dir);
         if features.is_empty() {

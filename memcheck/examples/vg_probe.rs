@@ -2,7 +2,7 @@
 //! (`tests/valgrind.rs`) and for trying the suppressions by hand:
 //!
 //! ```text
-//! cargo build --example vg_probe
+//! cargo build -p smallarena-memcheck --example vg_probe
 //! valgrind/run target/debug/examples/vg_probe leak
 //! SMALLARENA_MODE=annotate valgrind/run target/debug/examples/vg_probe use-after-free
 //! ```
