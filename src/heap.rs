@@ -17,7 +17,7 @@ use crate::arena::Locked;
 use crate::os;
 use crate::pool::{Block, Pool, NO_CLASS};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
-use crate::sync::{global, tls, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{global, tls, tls_ptr, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
@@ -116,8 +116,10 @@ const ACTIVE: u8 = 1;
 /// borrows one and gives it back.
 const DEAD: u8 = 2;
 
+tls_ptr! {
+    static CURRENT: Cell<*mut Heap>;
+}
 tls! {
-    static CURRENT: Cell<*mut Heap> = Cell::new(null_mut());
     static STATE: Cell<u8> = Cell::new(FRESH);
 }
 
