@@ -65,21 +65,41 @@ global! {
 }
 
 /// Proof that [`LOCK`] is held; the only way to reach the arena state.
-pub(crate) struct Locked(());
+///
+/// `owns` is false for the one proof that does not own the lock: the thread that holds it for
+/// `fork()` (from its prepare handler until its parent or child handler) may reach the allocator
+/// again from another library's fork handler, and then works under the lock it already holds
+/// (see [`Locked::take`]); dropping that proof leaves the lock to the fork handlers.
+pub(crate) struct Locked {
+    owns: bool,
+}
 
 impl Locked {
-    /// Takes the lock.
+    /// Takes the lock; or, in the thread that holds it for `fork()`, works under that hold.
+    ///
+    /// The fork hold is taken by [`LOCK.lock`](SpinLock::lock) outside every critical section,
+    /// so when the holding thread gets here (from a fork handler of another library that runs
+    /// inside ours) no section is half done and the state it guards is consistent. Waiting
+    /// instead would be waiting for ourselves.
     pub(crate) fn take() -> Locked {
+        #[cfg(not(any(miri, loom)))]
+        if !LOCK.try_lock() {
+            if crate::heap::fork_lock_is_mine() {
+                return Locked { owns: false };
+            }
+            LOCK.lock();
+        }
+        #[cfg(any(miri, loom))]
         LOCK.lock();
-        Locked(())
+        Locked { owns: true }
     }
 
     /// Takes the lock if nobody holds it, without waiting.
     pub(crate) fn try_take() -> Option<Locked> {
-        // Not `then_some(Locked(()))`: that builds the proof eagerly, and dropping it when the
+        // Not `then_some(Locked { .. })`: that builds the proof eagerly, and dropping it when the
         // lock is taken would release somebody else's lock (found by the loom models).
         if LOCK.try_lock() {
-            Some(Locked(()))
+            Some(Locked { owns: true })
         } else {
             None
         }
@@ -93,7 +113,9 @@ impl Locked {
 
 impl Drop for Locked {
     fn drop(&mut self) {
-        LOCK.unlock();
+        if self.owns {
+            LOCK.unlock();
+        }
     }
 }
 

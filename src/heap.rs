@@ -17,7 +17,7 @@ use crate::arena::Locked;
 use crate::os;
 use crate::pool::{fault, Block, Fault, Pool, NO_CLASS};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
-use crate::sync::{global, tls, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{global, tls, tls_ptr, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
@@ -108,20 +108,119 @@ global! {
     static RECLAIM: AtomicBool = AtomicBool::new(false);
 }
 
+/// No heap: the next allocation acquires one and arms the exit hook.
 const FRESH: u8 = 0;
+/// `CURRENT` is the thread's heap.
 const ACTIVE: u8 = 1;
+/// Past the thread's last exit hook: nothing would abandon a heap kept now, so each allocation
+/// borrows one and gives it back.
 const DEAD: u8 = 2;
 
+tls_ptr! {
+    static CURRENT: Cell<*mut Heap>;
+}
 tls! {
-    static CURRENT: Cell<*mut Heap> = Cell::new(null_mut());
     static STATE: Cell<u8> = Cell::new(FRESH);
+}
+
+// Thread exit, natively: a pthread key whose destructor abandons the heap.
+//
+// Not a thread-local destructor: glibc runs those (`__call_tls_dtors`) before the pthread key
+// destructors, so a thread that allocates for the first time in a key destructor would register a
+// thread-local destructor that never runs, and keep its heap for ever. Key destructors run in
+// rounds instead: a destructor that sets a key's value gets that key's destructor called in the
+// next round (up to `PTHREAD_DESTRUCTOR_ITERATIONS` rounds). Ours re-arms itself in every round
+// but the last, so a heap acquired in any round (by a later key's destructor) is abandoned in the
+// next; a heap acquired after the last round cannot be, and the thread is then `DEAD`.
+//
+// `exit()` runs no key destructor for the calling thread, so the main thread keeps its heap for
+// `atexit` handlers and static destructors (the process is ending: nothing to give back).
+
+/// Rounds of key destructors the C library runs at most: POSIX's minimum
+/// `_POSIX_THREAD_DESTRUCTOR_ITERATIONS`, glibc's and musl's value. A C library running more
+/// only makes the last rounds borrow a heap per allocation.
+#[cfg(not(loom))]
+const EXIT_ROUNDS: u8 = 4;
+
+#[cfg(not(loom))]
+global! {
+    /// The exit hook's pthread key plus one; 0 until created (under the lock).
+    static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+}
+
+#[cfg(not(loom))]
+tls! {
+    /// How many times the exit hook ran in this thread: the key destructor round, as every round
+    /// after the first one it ran in calls it again.
+    static EXIT_ROUND: Cell<u8> = Cell::new(0);
+}
+
+/// Creates the exit hook's key once (under the lock, so two first allocations cannot race).
+#[cfg(not(loom))]
+fn ensure_exit_key(_proof: &mut Locked) {
+    if EXIT_KEY.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is valid for the write; the destructor is a plain function valid for the
+    // life of the process. pthread_key_create does not allocate.
+    if unsafe { libc::pthread_key_create(&mut key, Some(exit_hook)) } == 0 {
+        EXIT_KEY.store(key as usize + 1, Ordering::Release);
+    }
+}
+
+/// Makes the exit hook run for the calling thread, whose heap `CURRENT` holds. False when it
+/// cannot (no key: the C library is out of keys; or no memory for the key's slot).
+#[cfg(not(loom))]
+fn arm_exit_hook(_heap: *mut Heap) -> bool {
+    let key = EXIT_KEY.load(Ordering::Acquire);
+    // SAFETY: the key was made by pthread_key_create and is never deleted; the value is a
+    // non-null marker (the destructor runs only for non-null values) that is never dereferenced.
+    // glibc may calloc the key's second-level slot array here: that re-enters the allocator,
+    // which finds `CURRENT` already set and takes its fast path.
+    key != 0
+        && unsafe {
+            libc::pthread_setspecific(
+                (key - 1) as libc::pthread_key_t,
+                core::ptr::NonNull::<libc::c_void>::dangling().as_ptr(),
+            )
+        } == 0
+}
+
+/// The key destructor: abandons the thread's heap, and re-arms itself for the next round.
+#[cfg(not(loom))]
+extern "C" fn exit_hook(_marker: *mut libc::c_void) {
+    let round = EXIT_ROUND
+        .try_with(|r| {
+            let n = r.get().saturating_add(1);
+            r.set(n);
+            n
+        })
+        .unwrap_or(EXIT_ROUNDS);
+    let rearmed = round < EXIT_ROUNDS && arm_exit_hook(null_mut());
+    let heap = CURRENT
+        .try_with(|c| c.replace(null_mut()))
+        .unwrap_or(null_mut());
+    let _ = STATE.try_with(|s| s.set(if rearmed { FRESH } else { DEAD }));
+    if !heap.is_null() {
+        let _quiet = crate::valgrind::Quiet::new();
+        // SAFETY: the heap was this thread's and is no longer reachable from it.
+        unsafe { abandon(heap) };
+    }
+}
+
+// Thread exit under loom: a thread-local destructor (loom models no pthread keys).
+#[cfg(loom)]
+tls! {
     static EXIT: ExitGuard = ExitGuard(Cell::new(null_mut()));
 }
 
 /// Its destructor abandons the thread's heap when the thread exits. It holds the heap pointer
 /// itself (set when the heap is acquired), so it does not depend on `CURRENT` outliving it.
+#[cfg(loom)]
 struct ExitGuard(Cell<*mut Heap>);
 
+#[cfg(loom)]
 impl ExitGuard {
     /// Abandons the thread's heap (once; later calls do nothing).
     fn exit(&self) {
@@ -136,10 +235,19 @@ impl ExitGuard {
     }
 }
 
+#[cfg(loom)]
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         self.exit();
     }
+}
+
+#[cfg(loom)]
+fn ensure_exit_key(_proof: &mut Locked) {}
+
+#[cfg(loom)]
+fn arm_exit_hook(heap: *mut Heap) -> bool {
+    EXIT.try_with(|g| g.0.set(heap)).is_ok()
 }
 
 /// Runs the calling thread's exit path now (for the loom models: loom 0.7 does not reliably
@@ -407,17 +515,16 @@ unsafe fn inc_used(pool: *mut Pool) {
 #[inline(never)]
 fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
     let state = STATE.try_with(|s| s.get()).unwrap_or(DEAD);
-    if state == FRESH {
+    if state != DEAD {
         let heap = acquire_heap();
         if heap.is_null() {
             return null_mut();
         }
         let _ = CURRENT.try_with(|c| c.set(heap));
         let _ = STATE.try_with(|s| s.set(ACTIVE));
-        // First touch registers the exit destructor. It may allocate (re-entering us, now
-        // with a heap). If TLS is already being torn down, registration fails: serve this one
-        // request and abandon the heap at once, as for a dead thread.
-        if EXIT.try_with(|g| g.0.set(heap)).is_err() {
+        // Arming the exit hook may allocate (re-entering us, now with a heap). If it cannot be
+        // armed, serve this one request and abandon the heap at once, as for a dead thread.
+        if !arm_exit_hook(heap) {
             let _ = CURRENT.try_with(|c| c.set(null_mut()));
             let _ = STATE.try_with(|s| s.set(DEAD));
             // SAFETY: the heap is ours and we are done with it.
@@ -429,9 +536,8 @@ fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
         // SAFETY: the heap is now this thread's.
         return unsafe { alloc_in::<ZERO>(heap, size) };
     }
-    // The thread is exiting (its heap was abandoned) or its TLS is gone: borrow a heap for this
-    // one allocation and abandon it again, so the block still comes from the arena and any
-    // thread can free it.
+    // The thread is past its last exit hook: borrow a heap for this one allocation and abandon it
+    // again, so the block still comes from the arena and any thread can free it.
     let heap = acquire_heap();
     if heap.is_null() {
         return null_mut();
@@ -755,6 +861,7 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
 fn acquire_heap() -> *mut Heap {
     let heap = {
         let mut locked = Locked::take();
+        ensure_exit_key(&mut locked);
         let reg = registry(&mut locked);
         if !reg.abandoned.is_null() {
             let h = reg.abandoned;
@@ -769,8 +876,9 @@ fn acquire_heap() -> *mut Heap {
             new_heap(reg)
         }
     };
-    if !heap.is_null() && !FORK_HANDLERS.swap(true, Ordering::AcqRel) {
-        register_fork_handlers();
+    if !heap.is_null() {
+        // Normally done already, by `early_init`.
+        register_fork_handlers_once();
     }
     heap
 }
@@ -862,6 +970,38 @@ fn reclaim_abandoned(locked: &mut Locked) {
     }
 }
 
+// Fork. The prepare handler takes the arena lock, so that the child inherits consistent arenas
+// and heaps; the parent and child handlers release it. POSIX runs prepare handlers in the reverse
+// order of registration and the others in order, so handlers registered before ours run inside
+// ours: their prepare after our lock is taken, their child handler before it is released. If
+// they allocate, they reach the allocator while the forking thread holds its lock. Two defences:
+// * ours are registered as early as a process allows: from an ELF constructor of the highest
+//   priority (`.init_array.00000`, before every constructor of default priority in the same
+//   executable or library, Rust's and C's), so they are the outermost in the usual case;
+// * for handlers registered earlier still (a `.preinit_array` entry; in the preload library,
+//   constructors of libraries initialised before it), the forking thread notes itself in
+//   `FORK_OWNER`, and [`Locked::take`] lets it work under the hold it has instead of waiting for
+//   itself (see there why the state is consistent).
+
+/// Registers the fork handlers and creates the exit key before `main` and before the
+/// constructors of default priority (not under Miri or loom, which model no `fork()`).
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+#[used]
+#[link_section = ".init_array.00000"]
+static EARLY_INIT: extern "C" fn() = early_init;
+
+#[cfg(all(target_os = "linux", not(any(miri, loom))))]
+extern "C" fn early_init() {
+    register_fork_handlers_once();
+    ensure_exit_key(&mut Locked::take());
+}
+
+fn register_fork_handlers_once() {
+    if !FORK_HANDLERS.swap(true, Ordering::AcqRel) {
+        register_fork_handlers();
+    }
+}
+
 fn register_fork_handlers() {
     #[cfg(not(any(miri, loom)))]
     // SAFETY: the handlers are plain `extern "C"` functions valid for the life of the process.
@@ -871,12 +1011,34 @@ fn register_fork_handlers() {
 }
 
 #[cfg(not(any(miri, loom)))]
+global! {
+    /// `pthread_self()` of the thread that holds the arena lock for `fork()` (from its prepare
+    /// handler to its parent or child handler), else 0.
+    static FORK_OWNER: AtomicUsize = AtomicUsize::new(0);
+}
+
+/// Whether the calling thread holds the arena lock for `fork()`.
+///
+/// `Relaxed` is enough: only the holder stores its own id, and it reads its own store; any other
+/// thread reads 0 or an id that is not its own (the holder clears it before `fork()` returns, so
+/// a thread reusing a dead holder's id cannot find it there).
+#[cfg(not(any(miri, loom)))]
+pub(crate) fn fork_lock_is_mine() -> bool {
+    let owner = FORK_OWNER.load(Ordering::Relaxed);
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    owner != 0 && owner == unsafe { libc::pthread_self() } as usize
+}
+
+#[cfg(not(any(miri, loom)))]
 extern "C" fn fork_prepare() {
     crate::arena::LOCK.lock();
+    // SAFETY: pthread_self has no preconditions.
+    FORK_OWNER.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
 }
 
 #[cfg(not(any(miri, loom)))]
 extern "C" fn fork_parent() {
+    FORK_OWNER.store(0, Ordering::Relaxed);
     crate::arena::LOCK.unlock();
 }
 
@@ -902,6 +1064,7 @@ extern "C" fn fork_child() {
         }
     }
     RECLAIM.store(true, Ordering::Relaxed);
+    FORK_OWNER.store(0, Ordering::Relaxed);
     crate::arena::LOCK.reset_after_fork();
 }
 

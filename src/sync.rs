@@ -53,6 +53,90 @@ macro_rules! tls {
 }
 pub(crate) use tls;
 
+/// Declares a thread-local `Cell<*mut T>`, initially null, read on the allocation fast paths:
+/// `static NAME: Cell<*mut T>;`. Its `try_with` never fails.
+///
+/// Normally a const-initialised `std` thread-local (loom's under loom). With the
+/// `initial-exec-tls` feature on x86-64 Linux (the preload library's build), a `.tbss` word
+/// reached through the initial-exec TLS model, written in assembly because stable Rust has no
+/// way to choose a TLS model (`-Z tls-model` and `#[thread_local]` are nightly-only): a `cdylib`'s
+/// thread-locals otherwise use the general-dynamic model, a call to `__tls_get_addr` per access.
+/// Initial-exec needs the library in the static TLS block, which a library loaded at start-up
+/// (`LD_PRELOAD`, or linked) always is; a library `dlopen`ed later gets a slot from glibc's
+/// surplus, or fails to load when that is used up.
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom),
+    not(miri)
+)))]
+macro_rules! tls_ptr {
+    ($(#[$m:meta])* static $name:ident: Cell<*mut $t:ty>;) => {
+        $crate::sync::tls! { $(#[$m])* static $name: core::cell::Cell<*mut $t> =
+            core::cell::Cell::new(core::ptr::null_mut()); }
+    };
+}
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom),
+    not(miri)
+))]
+macro_rules! tls_ptr {
+    ($(#[$m:meta])* static $name:ident: Cell<*mut $t:ty>;) => {
+        core::arch::global_asm!(
+            ".pushsection .tbss.smallarena_tls,\"awT\",@nobits",
+            ".p2align 3",
+            concat!(".globl __smallarena_tls_", stringify!($name), "_v1"),
+            concat!(".hidden __smallarena_tls_", stringify!($name), "_v1"),
+            concat!(".type __smallarena_tls_", stringify!($name), "_v1,@object"),
+            concat!(".size __smallarena_tls_", stringify!($name), "_v1,8"),
+            concat!("__smallarena_tls_", stringify!($name), "_v1:"),
+            ".zero 8",
+            ".popsection",
+        );
+
+        $(#[$m])*
+        // A unit struct named like the static it stands for, so call sites read the same.
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        struct $name;
+
+        impl $name {
+            /// Calls `f` with this thread's cell; never fails (the word lives as long as the
+            /// thread and has no destructor). The `Result` matches `LocalKey::try_with`.
+            #[inline(always)]
+            fn try_with<R>(
+                &self,
+                f: impl FnOnce(&core::cell::Cell<*mut $t>) -> R,
+            ) -> Result<R, core::convert::Infallible> {
+                let p: *mut core::cell::Cell<*mut $t>;
+                // SAFETY: reads the thread pointer (`fs:0` holds the TCB's own address on
+                // x86-64 Linux) and adds the word's offset from it (a GOT entry the loader
+                // fills); writes no memory, touches no stack.
+                unsafe {
+                    core::arch::asm!(
+                        "mov {p}, qword ptr fs:[0]",
+                        concat!(
+                            "add {p}, qword ptr [rip + __smallarena_tls_",
+                            stringify!($name),
+                            "_v1@GOTTPOFF]"
+                        ),
+                        p = out(reg) p,
+                        options(pure, readonly, nostack),
+                    );
+                }
+                // SAFETY: `p` is this thread's 8-byte, 8-aligned `.tbss` word, null at thread
+                // start, touched only through this cell by this thread; `Cell<*mut T>` has the
+                // layout of `*mut T`.
+                Ok(f(unsafe { &*p }))
+            }
+        }
+    };
+}
+pub(crate) use tls_ptr;
+
 /// A function that is `const` natively (loom's atomics have no const constructor).
 #[cfg(not(loom))]
 macro_rules! const_fn {

@@ -213,3 +213,71 @@ fn stats_display_is_a_readable_table() {
     // SAFETY: live, this size.
     unsafe { heap::free(p, 500) };
 }
+
+/// smallarena's fork handlers are the outermost ones: handlers registered from a constructor of
+/// default priority (so after smallarena's early registration) run before its prepare handler
+/// and after its parent and child handlers, never while the forking thread holds the arena lock.
+#[cfg(all(target_os = "linux", not(miri)))]
+mod fork_order {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// A bit per handler that ran, and per handler that found the arena lock held for the fork.
+    static RAN: AtomicU8 = AtomicU8::new(0);
+    static INSIDE: AtomicU8 = AtomicU8::new(0);
+    const PREPARE: u8 = 1;
+    const PARENT: u8 = 2;
+    const CHILD: u8 = 4;
+
+    fn record(bit: u8) {
+        RAN.fetch_or(bit, Ordering::Relaxed);
+        if crate::heap::fork_lock_is_mine() {
+            INSIDE.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+    extern "C" fn prepare() {
+        record(PREPARE);
+    }
+    extern "C" fn parent() {
+        record(PARENT);
+    }
+    extern "C" fn child() {
+        record(CHILD);
+    }
+    extern "C" fn register() {
+        // SAFETY: plain functions that live as long as the process.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static CTOR: extern "C" fn() = register;
+
+    #[test]
+    fn smallarenas_fork_handlers_are_the_outermost() {
+        // SAFETY: the child only reads atomics and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = RAN.load(Ordering::Relaxed) & (PREPARE | CHILD) == PREPARE | CHILD
+                && INSIDE.load(Ordering::Relaxed) == 0;
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child: {status:#x}"
+        );
+        assert_eq!(
+            RAN.load(Ordering::Relaxed) & (PREPARE | PARENT),
+            PREPARE | PARENT
+        );
+        assert_eq!(
+            INSIDE.load(Ordering::Relaxed),
+            0,
+            "a handler ran inside smallarena's"
+        );
+    }
+}

@@ -40,6 +40,18 @@
 //! annotated arena. `SMALLARENA_MODE=arena` under Valgrind serves small blocks from the arena,
 //! which memcheck then does not track.
 //!
+//! ## Fork, thread exit, thread-locals
+//! smallarena registers its `pthread_atfork` handlers from a constructor of the highest priority
+//! (`.init_array.00000`), so they run closest to the `fork()` itself, and a library whose
+//! handlers still run inside them (registered from a `.preinit_array` entry, or from the
+//! constructor of a library initialised before this one) may allocate in them: the forking
+//! thread works under the lock it holds. A thread hands its heap back from a pthread key
+//! destructor that re-arms itself for every destructor round, so a thread whose first allocation
+//! comes late in its exit gives its heap back too; `atexit` handlers and static destructors keep
+//! the main thread's heap. smallarena is built with its `initial-exec-tls` feature: the
+//! thread's heap pointer is read in the initial-exec TLS model, with no `__tls_get_addr` call
+//! (the library has `STATIC_TLS`: loaded by `LD_PRELOAD` it always gets its slot).
+//!
 //! ## Semantics kept from glibc
 //! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
 //! `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns null; `realloc(NULL, n)` is

@@ -130,13 +130,20 @@ fn exact(s: &str) -> String {
 
 /// Compiles one of the C programs in `tests/programs/`.
 fn compile(name: &str, scratch: &Scratch) -> Option<PathBuf> {
+    compile_with(name, name, &[], scratch)
+}
+
+/// Compiles `tests/programs/{name}.c` with `flags` into `out` in the scratch directory.
+fn compile_with(name: &str, out: &str, flags: &[&str], scratch: &Scratch) -> Option<PathBuf> {
     if !have("gcc", "--version") {
         return None;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/programs/{name}.c"));
-    let out = scratch.0.join(name);
+    let out = scratch.0.join(out);
     let st = Command::new("gcc")
-        .args(["-O2", "-g", "-pthread", "-fno-builtin", "-o"])
+        .args(["-O2", "-g", "-pthread", "-fno-builtin"])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .status()
@@ -167,6 +174,109 @@ fn threaded_c_program_mixing_sizes_and_freeing_across_threads() {
     assert!(sys.status.success());
     let err = String::from_utf8_lossy(&sys.stderr);
     assert!(err.contains("usable_size(malloc(1)) = 24"), "{err}");
+}
+
+/// Runs `exe` preloaded, with `env`, in a process group of its own, and kills the group if it has
+/// not finished in 30 s (a deadlocked fork child would otherwise spin on for ever). Panics on a
+/// timeout; else the output.
+fn run_with_deadline(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(exe);
+    c.args(args)
+        .env_remove("SMALLARENA_MODE")
+        .env("LD_PRELOAD", library())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kills the process group we made for this run (it and its fork children).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} {env:?}: no answer in 30 s (hung)",
+                exe.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Fork handlers registered before smallarena's (from a `.preinit_array` entry, before the
+/// preload library's constructor) or after (from a constructor of the program) allocate in
+/// prepare, parent and child, or only in a child handler: never a deadlock.
+#[test]
+fn fork_handlers_that_allocate() {
+    let s = Scratch::new("atfork");
+    for (out, flags) in [
+        ("atfork_ctor", &[][..]),
+        ("atfork_preinit", &["-DPREINIT"][..]),
+    ] {
+        let Some(exe) = compile_with("atfork_alloc", out, flags, &s) else {
+            return;
+        };
+        for env in [&[][..], &[("CHILD_ONLY", "1")][..]] {
+            let o = run_with_deadline(&exe, &[], env);
+            assert!(
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+                "{out} {env:?}: {}\n{}{}",
+                o.status,
+                tail(&o.stdout),
+                tail(&o.stderr)
+            );
+        }
+    }
+}
+
+/// Threads whose first allocation is in a pthread key destructor (after their thread-local
+/// destructors ran) hand their heaps back: RSS stays flat over 1000 of them.
+#[test]
+fn late_first_allocation_in_a_key_destructor_gives_the_heap_back() {
+    let s = Scratch::new("latefirst");
+    let Some(exe) = compile("late_first_alloc", &s) else {
+        return;
+    };
+    let o = run_with_deadline(&exe, &["1000"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{out}");
+    assert!(o.status.success(), "RSS grew by more than 8 MiB: {out}");
+}
+
+/// Allocation in an `atexit` handler (after the main thread's thread-local destructors ran)
+/// costs about what it costs in `main`, on a fragmented heap.
+#[test]
+fn allocation_in_an_atexit_handler_costs_what_it_costs_in_main() {
+    let s = Scratch::new("exitcost");
+    let Some(exe) = compile("exit_alloc_cost", &s) else {
+        return;
+    };
+    let ns = |out: &str, place: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("pairs in {place}")))
+            .unwrap_or_else(|| panic!("no {place} line in {out}"));
+        let per = line.rsplit('(').next().unwrap();
+        per.trim_end_matches(" ns/pair)").parse().unwrap()
+    };
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let o = run_with_deadline(&exe, &["20000", "200000"], &[]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{out}");
+        eprint!("{out}");
+        best = best.min(ns(&out, "atexit") / ns(&out, "main").max(1.0));
+    }
+    assert!(
+        best < 3.0,
+        "allocation in atexit is {best:.1} times slower than in main"
+    );
 }
 
 #[test]
