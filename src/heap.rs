@@ -70,6 +70,8 @@ struct Registry {
     slab: *mut u8,
     slab_left: usize,
     count: usize,
+    /// Times a heap was abandoned (handed back at a thread's exit) since the process started.
+    handoffs: usize,
 }
 struct RegistryCell(UnsafeCell<Registry>);
 // SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
@@ -81,6 +83,7 @@ global! {
     slab: null_mut(),
     slab_left: 0,
     count: 0,
+    handoffs: 0,
 }));
 }
 
@@ -944,6 +947,7 @@ unsafe fn abandon(heap: *mut Heap) {
         }
         (*heap).empty_count = 0;
         let reg = registry(&mut locked);
+        reg.handoffs += 1;
         (*heap).abandoned_next = reg.abandoned;
         reg.abandoned = heap;
         (*heap).abandoned.store(true, Ordering::SeqCst);
@@ -1103,6 +1107,7 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
     let mut requested = ORPHAN_REQUESTED.load(Ordering::Relaxed);
     let mut h = reg.all;
     stats.heaps = reg.count;
+    stats.heap_handoffs = reg.handoffs;
     while !h.is_null() {
         // SAFETY: registered heaps are never unmapped; `requested` and the links are readable
         // under the lock.

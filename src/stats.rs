@@ -41,6 +41,11 @@ pub struct Stats {
     pub heaps: usize,
     /// Heaps whose thread has exited, waiting to be adopted.
     pub heaps_abandoned: usize,
+    /// Times a heap was handed back (abandoned) since the process started: once per exiting thread
+    /// that allocated, plus once per allocation made after a thread's last exit round (each borrows
+    /// a heap and hands it back). A count far above the number of threads means allocation keeps
+    /// happening after exit handling, where each one pays a whole handoff.
+    pub heap_handoffs: usize,
 }
 
 impl Stats {
@@ -59,6 +64,7 @@ impl Stats {
             cached_pools: 0,
             heaps: 0,
             heaps_abandoned: 0,
+            heap_handoffs: 0,
         }
     }
 
@@ -114,10 +120,11 @@ impl fmt::Display for Stats {
             self.bytes_requested
         )?;
         writeln!(f, "# pool size                    = {}", POOL_SIZE)?;
-        write!(
+        writeln!(
             f,
             "# heaps (abandoned)            = {} ({})",
             self.heaps, self.heaps_abandoned
-        )
+        )?;
+        write!(f, "# heap handoffs                = {}", self.heap_handoffs)
     }
 }
