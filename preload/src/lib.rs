@@ -37,8 +37,16 @@
 //! `malloc`): memcheck sees every block, reports leaks and errors as without the preload, with
 //! one extra frame (this library's `malloc`) at the top of its allocation stacks.
 //! `SMALLARENA_MODE=annotate` also routes to glibc: [`smallarena::raw`] does not implement the
-//! annotated arena. `SMALLARENA_MODE=arena` under Valgrind serves small blocks from the arena,
-//! which memcheck then does not track.
+//! annotated arena. Whatever the mode, memcheck's default malloc replacement also covers this
+//! library's exports (its `somalloc` synonym matches every object), so under memcheck the program
+//! calls memcheck's `malloc` directly. To keep the arena under memcheck (`SMALLARENA_MODE=arena`;
+//! memcheck then does not track small blocks), give it a synonym that matches nothing:
+//! `valgrind --soname-synonyms=somalloc=no-such-library`.
+//!
+//! ## Limits shared by every preloaded allocator
+//! A library opened with `dlopen(..., RTLD_DEEPBIND)` binds its own `malloc`/`free` references to
+//! glibc's before this library's, so a block it frees that came from elsewhere (or the reverse)
+//! reaches the wrong allocator: glibc, mimalloc, jemalloc and tcmalloc preloads all share this.
 //!
 //! ## Fork, thread exit, thread-locals
 //! smallarena registers its `pthread_atfork` handlers from a constructor of the highest priority

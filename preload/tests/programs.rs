@@ -51,6 +51,12 @@ fn have(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    // Under CI (and `scripts/test-all`, which installs them) a missing tool is a failure, not a
+    // skip: a suite that skips everything must not pass there.
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "`{program}` is not available under CI: scripts/setup installs it"
+    );
     if !ok {
         eprintln!("skipped: `{program}` not available");
     }
@@ -599,4 +605,40 @@ fn wrong_frees_abort_with_a_message() {
         // Nothing after the fault ran: the program's own report of the aliasing never printed.
         assert!(!out.contains("next"), "{mode}: {out}");
     }
+}
+
+/// Who serves `malloc` under memcheck: memcheck's default malloc replacement covers every object,
+/// this library included, whatever `SMALLARENA_MODE` says; with a `somalloc` synonym that matches
+/// nothing, memcheck leaves this library's functions alone and `SMALLARENA_MODE=arena` keeps the
+/// arena (auto mode still steps aside to glibc's `__libc_*`, which memcheck replaces).
+#[test]
+fn who_serves_malloc_under_memcheck() {
+    if !have("valgrind", "--version") {
+        return;
+    }
+    let s = Scratch::new("usable");
+    let Some(exe) = compile("usable", &s) else {
+        return;
+    };
+    let usable = |mode: &str, synonyms: bool| -> String {
+        let mut args = vec!["valgrind", "-q", "--error-exitcode=99"];
+        if synonyms {
+            args.push("--soname-synonyms=somalloc=no-such-library");
+        }
+        args.push(exe.to_str().unwrap());
+        let o = run(&args, &[("SMALLARENA_MODE", mode)], true, None);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{mode} {synonyms}: {err}");
+        err.lines()
+            .find_map(|l| l.strip_prefix("usable_size(malloc(1)) = "))
+            .unwrap_or_else(|| panic!("no usable_size line: {err}"))
+            .to_string()
+    };
+    // memcheck's replacement (a 1-byte block is 1 byte) in every mode by default.
+    for mode in ["arena", "auto", "system"] {
+        assert_eq!(usable(mode, false), "1", "{mode}");
+    }
+    // With the synonym: the arena's 16-byte class in arena mode, memcheck's through glibc in auto.
+    assert_eq!(usable("arena", true), "16");
+    assert_eq!(usable("auto", true), "1");
 }
