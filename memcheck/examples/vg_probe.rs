@@ -50,6 +50,7 @@ fn probe_use_after_free() -> u8 {
 /// use the stale pointer: without a quarantine the first of them is the freed block itself.
 const REUSES: usize = 16;
 
+/// Reads a freed 48-byte block after allocating [`REUSES`] more of its size.
 #[inline(never)]
 fn probe_use_after_reuse() -> u8 {
     let b = Box::new([3u8; 48]);
@@ -63,6 +64,8 @@ fn probe_use_after_reuse() -> u8 {
     v
 }
 
+/// Frees a block, allocates [`REUSES`] more of its layout (returned, for [`new_owners`]), then
+/// frees the first one again through the stale pointer.
 #[inline(never)]
 fn probe_double_free_after_reuse(layout: Layout) -> Vec<*mut u8> {
     // SAFETY: a valid layout; the second dealloc of `p` (after its class was allocated from

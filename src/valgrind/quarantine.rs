@@ -150,7 +150,7 @@ pub(crate) unsafe fn unlink(link: *mut Link) -> (*mut Link, usize) {
     unsafe { ((*link).next, (*link).size) }
 }
 
-/// The process-wide queue, guarded by the arena lock.
+/// The process-wide queue's cell, guarded by the arena lock (reached through [`queue`] only).
 struct FifoCell(UnsafeCell<Fifo>);
 // SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
 unsafe impl Sync for FifoCell {}
