@@ -20,6 +20,16 @@
 //! * A free of a block memcheck considers not addressable (a double free, or a pointer that is not
 //!   a live block) is reported by `FREELIKE_BLOCK` and then *not* performed, so the arena's free
 //!   lists are not corrupted and the run goes on to report further errors.
+//! * Freed blocks wait in a bounded FIFO [`quarantine`] (no-access, already `FREELIKE_BLOCK`ed)
+//!   before the heap may hand them out again, as with memcheck's own `--freelist-vol` and
+//!   jemalloc 3.x's quarantine: a use-after-free read or a double free through a stale pointer is
+//!   still reported at the faulty access, with its stack, after the program allocated more blocks
+//!   of the class, and the block's next owner is never blamed for it. The budget is
+//!   `SMALLARENA_QUARANTINE_MB` MiB (a whole number; default 20, memcheck's `--freelist-vol`
+//!   default; `0` disables the quarantine), counted in whole blocks; past it the oldest blocks go
+//!   back to the heap (to their pool's owner, as a remote free when another thread owns it).
+//!   The queue is threaded through the blocks themselves (it allocates nothing) and guarded by
+//!   the arena lock. Nothing is drained at thread or process exit.
 
 use core::alloc::Layout;
 
@@ -27,6 +37,7 @@ use core::alloc::Layout;
 pub(crate) const REDZONE: usize = 16;
 
 mod client;
+mod quarantine;
 
 /// smallarena's requests, each a thin wrapper over [`client::request`] with the arguments
 /// `valgrind.h` and `memcheck.h` document. Natively, or where requests are compiled out, each is
@@ -151,23 +162,61 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     p
 }
 
-/// Annotate mode: frees an arena block.
+/// Annotate mode: frees an arena block: described to memcheck as freed at once, then held in the
+/// [`quarantine`] (when it is enabled) before the heap may hand it out again.
 ///
 /// # Safety
 /// As for `GlobalAlloc::dealloc` with a layout that [`annotated_small`] accepts.
 pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
+    let size = layout.size();
     let live = {
         let _q = Quiet::new();
-        req::addressable(p, layout.size())
+        req::addressable(p, size)
     };
-    // Reports a double or invalid free (with the stack) when the block is not live.
+    // Reports a double or invalid free (with the stack) when the block is not live: one freed
+    // earlier is no-access until it leaves the quarantine, so a stale pointer's free is caught.
     req::freelike(p);
-    if live {
-        let _q = Quiet::new();
-        crate::heap::account(REDZONE);
-        // SAFETY: per the caller, a live arena block of this (redzone-extended) size.
-        unsafe { crate::heap::free(p, layout.size() + REDZONE) };
+    if !live {
+        return;
     }
+    let _q = Quiet::new();
+    let budget = quarantine::budget();
+    if budget == 0 {
+        // SAFETY: per the caller, a live arena block of this size.
+        unsafe { release(p, size) };
+        return;
+    }
+    // The program's bytes are gone now; the block's are counted again when it leaves.
+    crate::heap::account(size.wrapping_neg());
+    let chain = {
+        let mut locked = crate::arena::Locked::take();
+        // SAFETY: a live annotated block (so at least 32 bytes, 16-byte aligned, room for a
+        // `Link`), freed once (a second free finds it no-access and returns above), and ours
+        // until the queue gives it back.
+        unsafe { quarantine::queue(&mut locked).push(p.cast(), size, budget) }
+    };
+    // Given back outside the lock: `heap::free` may take it.
+    let mut link = chain;
+    while !link.is_null() {
+        // SAFETY: a block of the chain the push returned, visited once, before it is freed.
+        let (next, size) = unsafe { quarantine::unlink(link) };
+        crate::heap::account(size);
+        // SAFETY: a block the program freed (a live arena block of this size until then),
+        // which only the quarantine held since.
+        unsafe { release(link.cast(), size) };
+        link = next;
+    }
+}
+
+/// Gives an annotated block back to the heap (inside a [`Quiet`] section: the block is no-access).
+///
+/// # Safety
+/// `p` is an arena block of an annotated `size`-byte request that the program freed and nobody
+/// else frees.
+unsafe fn release(p: *mut u8, size: usize) {
+    crate::heap::account(REDZONE);
+    // SAFETY: per the caller, an arena block of this (redzone-extended) size, freed once.
+    unsafe { crate::heap::free(p, size + REDZONE) };
 }
 
 /// Annotate mode: `realloc` of an arena block, in place when the class allows it.

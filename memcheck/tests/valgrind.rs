@@ -2,6 +2,11 @@
 //! in a target directory of its own, as the outer `cargo test` holds the main one) and runs each
 //! scenario through `valgrind/run` in each mode, checking memcheck's verdict, the error kind and
 //! the exact frame it names. Needs valgrind (`scripts/setup` installs it); fails without it.
+//!
+//! The probe also asks memcheck from inside (crabgrind's client requests) and prints numbers:
+//! the leak counts of a leak check after the `leak` scenario, and the state memcheck keeps for a
+//! fresh block, a zeroed block, the redzone after a live block and a freed block (`state`). The
+//! tests compare those per mode, besides memcheck's report on stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,15 +53,25 @@ struct Run {
 }
 
 fn memcheck(bin: &Path, mode: Option<&str>, scenario: &str) -> Run {
+    memcheck_env(bin, mode, scenario, &[])
+}
+
+/// [`memcheck`] with extra environment variables (`SMALLARENA_QUARANTINE_MB` is removed unless
+/// given here).
+fn memcheck_env(bin: &Path, mode: Option<&str>, scenario: &str, env: &[(&str, &str)]) -> Run {
     assert!(
         Command::new("valgrind").arg("--version").output().is_ok(),
         "valgrind is not installed: run scripts/setup"
     );
     let mut cmd = Command::new(root().join("valgrind").join("run"));
-    cmd.arg(bin).arg(scenario).env_remove("SMALLARENA_MODE");
+    cmd.arg(bin)
+        .arg(scenario)
+        .env_remove("SMALLARENA_MODE")
+        .env_remove("SMALLARENA_QUARANTINE_MB");
     if let Some(m) = mode {
         cmd.env("SMALLARENA_MODE", m);
     }
+    cmd.envs(env.iter().copied());
     let out = cmd.output().expect("run valgrind/run");
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -66,7 +81,11 @@ fn memcheck(bin: &Path, mode: Option<&str>, scenario: &str) -> Run {
 }
 
 /// (scenario, memcheck's words for the error, the frame that must appear in its stack)
-const ERRORS: [(&str, &str, &str); 5] = [
+///
+/// The `-after-reuse` scenarios use the stale pointer after allocating more blocks of its class:
+/// without annotate mode's quarantine the freed block is handed out again, and memcheck sees a
+/// live block (nothing reported), or the new owner blamed for its own writes and free.
+const ERRORS: [(&str, &str, &str); 7] = [
     (
         "leak",
         "definitely lost in loss record",
@@ -78,9 +97,19 @@ const ERRORS: [(&str, &str, &str); 5] = [
         "vg_probe::probe_use_after_free",
     ),
     (
+        "use-after-reuse",
+        "Invalid read of size 1",
+        "vg_probe::probe_use_after_reuse",
+    ),
+    (
         "double-free",
         "Invalid free()",
         "vg_probe::probe_double_free",
+    ),
+    (
+        "double-free-after-reuse",
+        "Invalid free()",
+        "vg_probe::probe_double_free_after_reuse",
     ),
     (
         "overrun",
@@ -111,9 +140,20 @@ fn error_block<'a>(stderr: &'a str, words: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
+/// What memcheck knows when it tracks every block (auto, system and annotate mode alike): a fresh
+/// block undefined, a zeroed one defined, the 16 bytes after a live block and a freed block not
+/// addressable.
+const STATE_TRACKED: &str =
+    "state: fresh=undefined zeroed=defined redzone=noaccess freed=noaccess\n";
+/// A 40-byte block leaked, found by the probe's own leak check. (In annotate mode without the
+/// quarantine the block was a recycled one, and a stale copy of its address from its earlier life
+/// made this check count it as still reachable: `leaked_bytes=0`.)
+const LEAKS_ONE_BLOCK: &str =
+    "leaks: leaked_bytes=40 leaked_blocks=1 dubious_bytes=0 dubious_blocks=0\n";
+
 fn check_mode(mode: Option<&str>, expect_mode: &str) {
     let bin = probe("default");
-    for scenario in ["clean", "threads", "realloc"] {
+    for scenario in ["clean", "threads", "realloc", "churn"] {
         let r = memcheck(&bin, mode, scenario);
         assert!(
             r.stdout.contains(&format!("mode: {expect_mode}")),
@@ -127,6 +167,13 @@ fn check_mode(mode: Option<&str>, expect_mode: &str) {
         );
         assert!(r.stderr.contains("ERROR SUMMARY: 0 errors"), "{}", r.stderr);
     }
+    // Asked from inside: the numbers memcheck keeps for the probe's blocks.
+    let r = memcheck(&bin, mode, "state");
+    assert!(r.stdout.contains(STATE_TRACKED), "{mode:?}: {}", r.stdout);
+    assert_eq!(r.code, 0, "{mode:?} state: {}", r.stderr);
+    assert!(r.stderr.contains("ERROR SUMMARY: 0 errors"), "{}", r.stderr);
+    let r = memcheck(&bin, mode, "leak");
+    assert!(r.stdout.contains(LEAKS_ONE_BLOCK), "{mode:?}: {}", r.stdout);
     // The suppressions cover exactly the residual reports of a thread alive at exit.
     let r = memcheck(&bin, mode, "unjoined");
     assert_eq!(r.code, 0, "{mode:?} unjoined:\n{}", r.stderr);
@@ -185,6 +232,79 @@ fn arena_mode_hides_blocks_from_memcheck() {
         "{}",
         r.stderr
     );
+    assert!(
+        r.stdout
+            .contains("leaks: leaked_bytes=0 leaked_blocks=0 dubious_bytes=0 dubious_blocks=0\n"),
+        "{}",
+        r.stdout
+    );
+    // memcheck sees only mapped memory: every byte defined, even past a block and after a free.
+    let r = memcheck(&probe("default"), Some("arena"), "state");
+    assert!(
+        r.stdout
+            .contains("state: fresh=defined zeroed=defined redzone=defined freed=defined\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Annotate mode's quarantine holds freed blocks up to its budget (`SMALLARENA_QUARANTINE_MB`,
+/// default 20 MiB) and gives the oldest back past it: `churn` frees about 7 MB twice (from
+/// another thread than the allocating one, the first time), all held by the default budget, and
+/// at most 1 MiB of blocks held with `SMALLARENA_QUARANTINE_MB=1`, which drains, memcheck
+/// reporting nothing either way. `0` disables it: the use after reuse goes unseen again.
+#[test]
+fn annotate_quarantine_budget() {
+    let bin = probe("default");
+    let blocks_in_use = |r: &Run| -> usize {
+        let line = r.stdout.lines().find(|l| l.starts_with("churn: ")).unwrap();
+        line.rsplit_once("blocks_in_use=")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let r = memcheck(&bin, Some("annotate"), "churn");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(blocks_in_use(&r) >= 80_000, "{}", r.stdout);
+    let r = memcheck_env(
+        &bin,
+        Some("annotate"),
+        "churn",
+        &[("SMALLARENA_QUARANTINE_MB", "1")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("ERROR SUMMARY: 0 errors"), "{}", r.stderr);
+    // 1 MiB of blocks of 32 to 352 bytes (192 on average): about 5,500 blocks.
+    let held = blocks_in_use(&r);
+    assert!((1000..10_000).contains(&held), "{}", r.stdout);
+    // Caught with a 1 MiB quarantine too (16 blocks allocated in between).
+    let r = memcheck_env(
+        &bin,
+        Some("annotate"),
+        "use-after-reuse",
+        &[("SMALLARENA_QUARANTINE_MB", "1")],
+    );
+    assert_eq!(r.code, 99, "{}", r.stderr);
+    let r = memcheck_env(
+        &bin,
+        Some("annotate"),
+        "use-after-reuse",
+        &[("SMALLARENA_QUARANTINE_MB", "0")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("ERROR SUMMARY: 0 errors"), "{}", r.stderr);
+    // A value that is not a number is said once, and the default used.
+    let r = memcheck_env(
+        &bin,
+        Some("annotate"),
+        "use-after-reuse",
+        &[("SMALLARENA_QUARANTINE_MB", "lots")],
+    );
+    assert_eq!(r.code, 99, "{}", r.stderr);
+    let line = "smallarena: SMALLARENA_QUARANTINE_MB is not a whole number of MiB; using the \
+                default, 20\n";
+    assert_eq!(r.stderr.matches(line).count(), 1, "{}", r.stderr);
 }
 
 /// Without the `valgrind` feature there is no detection: auto is the arena, as documented.
