@@ -423,7 +423,8 @@ impl Report {
              {} ({} CPUs). Ratios are {RATIO_IS} (the median over rounds of the ratio within a \
              round). Rust workloads: #[global_allocator] (jemalloc: tikv-jemallocator, mimalloc: \
              the mimalloc crate); C programs: LD_PRELOAD (Debian's libraries; glibc: nothing \
-             preloaded).",
+             preloaded; tcmalloc has no Rust binary, so its geometric means cover the C \
+             programs only).",
             self.rounds,
             if self.quick {
                 " at the quick scale"
@@ -472,7 +473,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = format!("{}\n", self.header());
         for (title, t) in self.tables() {
-            let _ = writeln!(s, "\n{title}:\n");
+            let _ = writeln!(s, "\n**{title}**\n");
             let _ = writeln!(s, "| {} |", t[0].join(" | "));
             let _ = writeln!(s, "|---|{}", "---:|".repeat(t[0].len().saturating_sub(1)));
             for r in &t[1..] {
@@ -480,7 +481,8 @@ impl Report {
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        if r[0].starts_with("geometric mean") && !c.is_empty() && i > 0 {
+                        if r[0].starts_with("geometric mean") && !c.is_empty() && c != "-" && i > 0
+                        {
                             format!("**{c}**")
                         } else {
                             c.clone()
