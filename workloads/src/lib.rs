@@ -3,9 +3,20 @@
 //! only in their `#[global_allocator]`. `examples/compare.rs` runs them.
 //!
 //! Usage: `wl-<allocator> <workload> [scale]`; prints `checksum=<n>`, which must agree across
-//! allocators. Workloads: `trees`, `strings`, `mixed`, `vecs`, `prodcons`, `pairs`.
+//! allocators. Scale 1 (the default) is the full run, larger scales multiply the work, and 0 is
+//! the quick run of the comparison's `--quick` (about a twentieth of scale 1; `pairs` excepted,
+//! which runs exactly `scale` million pairs). Workloads: `trees`, `strings`, `mixed`, `vecs`, `prodcons`, `pairs`.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// The amount of work at `scale`: `full` at 1, `full * scale` above, a twentieth of `full` at 0.
+fn amount(scale: u32, full: u64) -> u64 {
+    if scale == 0 {
+        full / 20
+    } else {
+        full * u64::from(scale)
+    }
+}
 
 /// A small deterministic PRNG (xorshift64*), identical for every allocator.
 struct Rng(u64);
@@ -44,7 +55,8 @@ pub fn trees(scale: u32) -> u64 {
             Tree::Node(l, r) => 1 + check(l) + check(r),
         }
     }
-    let max = 15 + scale;
+    // Depth 16 at scale 1; every extra depth doubles the work. Depth 12 (1/16) at scale 0.
+    let max = if scale == 0 { 12 } else { 15 + scale };
     let long = make(max);
     let mut sum = 0;
     let mut d = 4;
@@ -60,7 +72,7 @@ pub fn trees(scale: u32) -> u64 {
 
 /// A map of many small strings: build, look up, update, drop.
 pub fn strings(scale: u32) -> u64 {
-    let n = 400_000 * scale as u64;
+    let n = amount(scale, 400_000);
     let mut m: HashMap<String, String> = HashMap::new();
     let mut rng = Rng(7);
     for i in 0..n {
@@ -83,7 +95,7 @@ pub fn strings(scale: u32) -> u64 {
 /// Random-order frees of mixed small sizes (8..=512 bytes, a few larger), with a working set
 /// that keeps changing.
 pub fn mixed(scale: u32) -> u64 {
-    let ops = 5_000_000 * scale as u64;
+    let ops = amount(scale, 5_000_000);
     let mut rng = Rng(11);
     let mut live: Vec<Vec<u8>> = Vec::with_capacity(20_000);
     let mut sum = 0u64;
@@ -108,7 +120,7 @@ pub fn mixed(scale: u32) -> u64 {
 /// large sizes), interleaved across vectors.
 pub fn vecs(scale: u32) -> u64 {
     let mut sum = 0u64;
-    for round in 0..(300 * scale) {
+    for round in 0..amount(scale, 300) as u32 {
         let mut vs: Vec<Vec<u32>> = (0..2000).map(|_| Vec::new()).collect();
         for i in 0..200u32 {
             for (j, v) in vs.iter_mut().enumerate() {
@@ -128,7 +140,7 @@ pub fn vecs(scale: u32) -> u64 {
 /// Cross-thread producer/consumer: one thread allocates small boxed messages, the other frees
 /// them (every free is a remote free for smallarena).
 pub fn prodcons(scale: u32) -> u64 {
-    let n = 3_000_000 * scale as u64;
+    let n = amount(scale, 3_000_000);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Box<[u64; 4]>>>(64);
     let producer = std::thread::spawn(move || {
         let mut batch = Vec::with_capacity(256);
