@@ -328,3 +328,21 @@ fn usable_size_per_mode() {
     }
     run_child("child_usable_size_system", &[("SMALLARENA_MODE", "system")]);
 }
+
+/// With the `serde` feature, `Stats` serializes with its field names, as the JSON printer writes
+/// them.
+#[cfg(feature = "serde")]
+#[test]
+fn stats_serialize_like_the_printed_json() {
+    let s = smallarena::stats();
+    let derived = serde_json::to_value(&s).unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&s.json().to_string()).unwrap();
+    let derived = derived.as_object().unwrap();
+    assert_eq!(derived["classes"].as_array().unwrap().len(), 32);
+    for (field, value) in derived {
+        assert!(printed.get(field).is_some(), "{field} not printed");
+        if field == "classes" {
+            assert_eq!(value[6]["block_size"], printed["classes"][6]["block_size"]);
+        }
+    }
+}
