@@ -5,6 +5,8 @@
 
 use crate::pool::POOL_SIZE;
 use crate::size_class::{block_size, CLASS_COUNT};
+#[cfg(not(any(miri, loom)))]
+use crate::sync::Ordering;
 use core::fmt;
 
 /// Counters for one size class.
@@ -133,8 +135,7 @@ impl Stats {
     /// Writes the snapshot to the file descriptor `fd` (2 for stderr): the table, or with
     /// `format` [`Format::Json`] one JSON object and a newline. Allocates nothing: formats into a
     /// fixed 8 KiB stack buffer and writes it with `write(2)` as it fills, so it is safe in a
-    /// process that is exiting, in a signal-free `atexit` handler or from C. Write errors are
-    /// ignored.
+    /// process that is exiting (an `atexit` handler) and from C. Write errors are ignored.
     pub fn write_to_fd(&self, fd: i32, format: Format) {
         let mut w = FdWriter::new(fd);
         // The writer never fails, and `Display` of `Stats` fails only if it does.
@@ -278,6 +279,32 @@ impl fmt::Write for FdWriter {
     }
 }
 
+#[cfg(not(any(miri, loom)))]
+crate::sync::global! {
+    /// A duplicate of the descriptor that was stderr at start-up (plus one; 0: none), kept for
+    /// printing at exit when the program has closed its stderr by then (GNU coreutils' `ls`,
+    /// `sort`, ... close it in their own `atexit` handler, which runs before ours).
+    static SAVED_STDERR: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+}
+#[cfg(not(any(miri, loom)))]
+crate::sync::global! {
+    /// The device and inode numbers of that stderr, to recognise it at exit (the program may have
+    /// closed the duplicate and reused its number for a file of its own).
+    static SAVED_IDENTITY: [crate::sync::AtomicUsize; 2] =
+        [crate::sync::AtomicUsize::new(0), crate::sync::AtomicUsize::new(0)];
+}
+
+/// The device and inode numbers of the open file `fd` (truncated to `usize`), if it is open.
+#[cfg(not(any(miri, loom)))]
+fn identity(fd: i32) -> Option<[usize; 2]> {
+    // SAFETY: an all-zero `stat` is a valid value of the plain C struct; fstat only writes it and
+    // allocates nothing.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some([st.st_dev as usize, st.st_ino as usize])
+    }
+}
+
 /// Reads `SMALLARENA_STATS` and, if it asks for statistics, registers the `atexit` handler that
 /// prints them. Called once, from the start-up constructor (before `main`, so the handler runs
 /// after every `atexit` handler the program registers itself).
@@ -290,6 +317,16 @@ pub(crate) fn print_at_exit_if_asked() {
         crate::env::StatsAtExit::Text => print_text_at_exit,
         crate::env::StatsAtExit::Json => print_json_at_exit,
     };
+    if let Some(id) = identity(2) {
+        // A high number, out of the way of programs that expect the low ones free; close-on-exec.
+        // SAFETY: fcntl on a descriptor we checked is open; it allocates nothing.
+        let dup = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+        if dup >= 0 {
+            SAVED_IDENTITY[0].store(id[0], Ordering::Relaxed);
+            SAVED_IDENTITY[1].store(id[1], Ordering::Relaxed);
+            SAVED_STDERR.store(dup as usize + 1, Ordering::Release);
+        }
+    }
     // SAFETY: the handler is a plain function valid for the life of the process (in a shared
     // library, glibc runs it when the library is unloaded, if that comes first). atexit does not
     // allocate for its first 32 handlers.
@@ -298,9 +335,26 @@ pub(crate) fn print_at_exit_if_asked() {
     }
 }
 
+/// Where to print at exit: stderr if it is still open; else the duplicate made at start-up, if it
+/// still is the file stderr was then; else nowhere.
+#[cfg(not(any(miri, loom)))]
+fn exit_fd() -> Option<i32> {
+    if identity(2).is_some() {
+        return Some(2);
+    }
+    let saved = SAVED_STDERR.load(Ordering::Acquire);
+    let fd = i32::try_from(saved.checked_sub(1)?).ok()?;
+    let want = [
+        SAVED_IDENTITY[0].load(Ordering::Relaxed),
+        SAVED_IDENTITY[1].load(Ordering::Relaxed),
+    ];
+    (identity(fd) == Some(want)).then_some(fd)
+}
+
 #[cfg(not(any(miri, loom)))]
 extern "C" fn print_text_at_exit() {
-    let mut w = FdWriter::new(2);
+    let Some(fd) = exit_fd() else { return };
+    let mut w = FdWriter::new(fd);
     let _ = fmt::Write::write_fmt(
         &mut w,
         format_args!(
@@ -309,12 +363,14 @@ extern "C" fn print_text_at_exit() {
         ),
     );
     w.flush();
-    crate::stats().write_to_fd(2, Format::Text);
+    crate::stats().write_to_fd(fd, Format::Text);
 }
 
 #[cfg(not(any(miri, loom)))]
 extern "C" fn print_json_at_exit() {
-    crate::stats().write_to_fd(2, Format::Json);
+    if let Some(fd) = exit_fd() {
+        crate::stats().write_to_fd(fd, Format::Json);
+    }
 }
 
 impl fmt::Display for Stats {

@@ -346,3 +346,40 @@ fn stats_serialize_like_the_printed_json() {
         }
     }
 }
+
+/// Child: closes its stderr in an `atexit` handler of its own, as GNU coreutils do.
+#[test]
+fn child_closes_stderr_at_exit() {
+    if child_case().as_deref() != Some("child_closes_stderr_at_exit") {
+        return;
+    }
+    extern "C" fn close_stderr() {
+        // SAFETY: closing a descriptor has no memory-safety preconditions.
+        unsafe { libc::close(2) };
+    }
+    // SAFETY: a plain function valid for the life of the process.
+    assert_eq!(unsafe { libc::atexit(close_stderr) }, 0);
+    let kept: Vec<Box<[u8; 100]>> = (0..KEPT).map(|i| Box::new([i as u8; 100])).collect();
+    std::mem::forget(kept);
+}
+
+/// A program that closes stderr in its own `atexit` handler still gets its statistics on the
+/// stderr it started with.
+#[test]
+fn stats_at_exit_survive_a_closed_stderr() {
+    if child_case().is_some() {
+        return;
+    }
+    let o = run_child(
+        "child_closes_stderr_at_exit",
+        &[("SMALLARENA_STATS", "json")],
+    );
+    let err = stderr_of(&o);
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON object on stderr:\n{err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(v["classes"][6]["blocks_in_use"].as_u64().unwrap() >= KEPT as u64);
+}
