@@ -49,6 +49,11 @@ struct State {
     all: *mut Arena,
     mapped: usize,
     peak: usize,
+    /// Pools taken by heaps and not given back (statistics: when this reaches a new high, the
+    /// peak of bytes requested is sampled).
+    pools_out: usize,
+    /// The highest `pools_out` so far.
+    pools_out_peak: usize,
 }
 
 struct Global(UnsafeCell<State>);
@@ -61,6 +66,8 @@ global! {
     all: null_mut(),
     mapped: 0,
     peak: 0,
+    pools_out: 0,
+    pools_out_peak: 0,
 }));
 }
 
@@ -231,6 +238,7 @@ impl Locked {
             if n > 1 {
                 self.link(a, n - 1);
             }
+            self.state().pools_out += 1;
             pool
         }
     }
@@ -247,6 +255,8 @@ impl Locked {
         unsafe {
             (*pool).owner.store(null_mut(), Ordering::Relaxed);
             Pool::unassign(pool);
+            let st = self.state();
+            st.pools_out = st.pools_out.saturating_sub(1);
             (*pool).next = (*a).free_pools;
             (*a).free_pools = pool;
             let n = (*a).nfree;
@@ -290,6 +300,54 @@ impl Locked {
             unsafe {
                 for i in 1..(*a).untouched {
                     f(a.cast::<u8>().add(i * POOL_SIZE).cast());
+                }
+                a = (*a).all_next;
+            }
+        }
+    }
+
+    /// Whether the heaps hold more pools than ever before; if so, the new high is remembered.
+    pub(crate) fn pools_out_new_high(&mut self) -> bool {
+        let st = self.state();
+        let high = st.pools_out > st.pools_out_peak;
+        if high {
+            st.pools_out_peak = st.pools_out;
+        }
+        high
+    }
+
+    /// Returns the memory of free pools and empty arenas to the OS: unmaps every wholly empty
+    /// arena (the one kept for hysteresis too), and drops the pages of every free pool of the
+    /// other arenas (`MADV_DONTNEED`, see [`crate::os::discard`]), whose header is then rewritten
+    /// as a fresh one, so a pool handed out again counts as fresh from the OS (its blocks read as
+    /// zeros, which `alloc_zeroed` relies on). Pools already given back since they were last used
+    /// (marked fresh) are skipped.
+    pub(crate) fn release_free_memory(&mut self) {
+        while !self.state().buckets[USABLE_POOLS].is_null() {
+            let a = self.state().buckets[USABLE_POOLS];
+            self.unlink(a, USABLE_POOLS);
+            // SAFETY: an arena in the last bucket has every usable pool free: no live block, no
+            // heap holds a pool of it. It is in no bucket now.
+            unsafe { self.unmap(a) };
+        }
+        let page = crate::os::page_size_or_zero();
+        if page == 0 || page > POOL_SIZE || POOL_SIZE % page != 0 {
+            return;
+        }
+        let mut a = self.state().all;
+        while !a.is_null() {
+            // SAFETY: arenas in the all-list are live while we hold the lock; pools on an arena's
+            // free list belong to no heap and hold no live block, so their memory is ours to drop;
+            // the header is rewritten (with its list link) before the lock is released.
+            unsafe {
+                let mut pool = (*a).free_pools;
+                while !pool.is_null() {
+                    let next = (*pool).next;
+                    if !(*pool).fresh && crate::os::discard(pool.cast(), POOL_SIZE) {
+                        Pool::init_free(pool, true);
+                        (*pool).next = next;
+                    }
+                    pool = next;
                 }
                 a = (*a).all_next;
             }

@@ -581,6 +581,9 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
             let mut locked = Locked::take();
             reclaim_abandoned(&mut locked);
             pool = locked.take_pool();
+            if locked.pools_out_new_high() {
+                sample_peak(&mut locked);
+            }
             drop(locked);
             if pool.is_null() {
                 return null_mut();
@@ -998,6 +1001,7 @@ static EARLY_INIT: extern "C" fn() = early_init;
 extern "C" fn early_init() {
     register_fork_handlers_once();
     ensure_exit_key(&mut Locked::take());
+    crate::stats::print_at_exit_if_asked();
 }
 
 fn register_fork_handlers_once() {
@@ -1076,6 +1080,50 @@ extern "C" fn fork_child() {
 // Statistics
 // ---------------------------------------------------------------------------------------------
 
+global! {
+    /// The highest total of bytes requested seen at a sampling point (see [`sample_peak`]).
+    static PEAK_REQUESTED: AtomicUsize = AtomicUsize::new(0);
+}
+
+/// Bytes requested and not yet freed, over every heap and the orphan count (a wrapping sum:
+/// a block may be freed by another thread than the one that allocated it).
+fn total_requested(locked: &mut Locked) -> usize {
+    let reg = registry(locked);
+    let mut requested = ORPHAN_REQUESTED.load(Ordering::Relaxed);
+    let mut h = reg.all;
+    while !h.is_null() {
+        // SAFETY: registered heaps are never unmapped; `requested` and the links are readable
+        // under the lock.
+        unsafe {
+            requested = requested.wrapping_add((*h).requested.load(Ordering::Relaxed));
+            h = (*h).all_next;
+        }
+    }
+    requested
+}
+
+/// Samples the peak of bytes requested: called under the lock when the heaps hold more pools
+/// than ever before, for large system allocations, and by `stats()`. Returns the total now.
+fn sample_peak(locked: &mut Locked) -> usize {
+    let now = total_requested(locked);
+    // A transiently negative total (a remote free counted before the allocation's heap wrote
+    // its count) reads as a huge number: not a peak.
+    if now <= isize::MAX as usize && now > PEAK_REQUESTED.load(Ordering::Relaxed) {
+        PEAK_REQUESTED.store(now, Ordering::Relaxed);
+    }
+    now
+}
+
+/// Samples the peak of bytes requested after a large system allocation, if the lock is free
+/// (never waits for it).
+#[cold]
+pub(crate) fn sample_peak_now() {
+    let _quiet = crate::valgrind::Quiet::new();
+    if let Some(mut locked) = Locked::try_take() {
+        sample_peak(&mut locked);
+    }
+}
+
 /// Fills the arena-side fields of `stats` while holding the lock. Allocates nothing.
 pub(crate) fn collect(stats: &mut crate::stats::Stats) {
     let mut locked = Locked::take();
@@ -1100,25 +1148,90 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
             }
         }
     });
+    for c in stats.classes.iter_mut() {
+        c.bytes_in_use = c.blocks_in_use * c.block_size;
+        stats.bytes_in_blocks += c.bytes_in_use;
+    }
     let (mapped, peak) = locked.mapped();
     stats.arenas_mapped = mapped;
     stats.arenas_peak = peak;
+    stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
+    stats.bytes_mapped_peak = peak * crate::arena::ARENA_SIZE;
+    stats.bytes_requested = sample_peak(&mut locked);
+    stats.bytes_requested_peak = PEAK_REQUESTED.load(Ordering::Relaxed);
     let reg = registry(&mut locked);
-    let mut requested = ORPHAN_REQUESTED.load(Ordering::Relaxed);
-    let mut h = reg.all;
     stats.heaps = reg.count;
     stats.heap_handoffs = reg.handoffs;
+    let mut h = reg.all;
     while !h.is_null() {
-        // SAFETY: registered heaps are never unmapped; `requested` and the links are readable
-        // under the lock.
+        // SAFETY: registered heaps are never unmapped; their links and flag are readable under
+        // the lock.
         unsafe {
-            requested = requested.wrapping_add((*h).requested.load(Ordering::Relaxed));
             if (*h).abandoned.load(Ordering::Relaxed) {
                 stats.heaps_abandoned += 1;
             }
             h = (*h).all_next;
         }
     }
-    stats.bytes_requested = requested;
-    stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Returning memory to the OS on demand
+// ---------------------------------------------------------------------------------------------
+
+/// `smallarena::collect()`: gives the calling thread's empty pools (cached, and kept at the head
+/// of a class list) and the abandoned heaps' empty pools back to their arenas, then returns free
+/// memory to the OS ([`Locked::release_free_memory`]). Other live threads' heaps are left alone:
+/// only their owner may touch their lists.
+pub(crate) fn release_memory() {
+    let _quiet = crate::valgrind::Quiet::new();
+    let heap = current();
+    if !heap.is_null() {
+        // Remote frees first (this may retire pools, taking the lock itself).
+        // SAFETY: the heap is this thread's.
+        unsafe { drain_queue(heap, None) };
+    }
+    let mut locked = Locked::take();
+    if !heap.is_null() {
+        // SAFETY: the heap is this thread's, and its pools are given back under the lock.
+        unsafe { give_back_empty_pools(heap, &mut locked) };
+    }
+    let mut h = registry(&mut locked).abandoned;
+    while !h.is_null() {
+        // SAFETY: heaps on the abandoned list are live and touched only under the lock, which we
+        // hold.
+        unsafe {
+            drain_queue(h, Some(&mut locked));
+            give_back_empty_pools(h, &mut locked);
+            h = (*h).abandoned_next;
+        }
+    }
+    locked.release_free_memory();
+}
+
+/// Gives every empty pool of `heap` (in its class lists or its empty cache) back to its arena.
+///
+/// # Safety
+/// `heap` is the calling thread's, or abandoned; the lock is held either way.
+unsafe fn give_back_empty_pools(heap: *mut Heap, locked: &mut Locked) {
+    // SAFETY: per the caller, the heap's lists and pools are ours to change.
+    unsafe {
+        for class in 0..CLASS_COUNT {
+            let mut pool = (*heap).classes[class];
+            while pool != sentinel() {
+                let next = (*pool).next;
+                if (*pool).used.load(Ordering::Relaxed) == 0 && Pool::remote_idle(pool) {
+                    unlink(heap, class, pool);
+                    locked.give_pool(pool);
+                }
+                pool = if next.is_null() { sentinel() } else { next };
+            }
+        }
+        while !(*heap).empty.is_null() {
+            let pool = (*heap).empty;
+            (*heap).empty = (*pool).next;
+            locked.give_pool(pool);
+        }
+        (*heap).empty_count = 0;
+    }
 }

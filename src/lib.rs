@@ -32,6 +32,7 @@
 //! - `system`: the libc allocator for large and over-aligned requests.
 //! - [`mode`](mod@mode): which allocator serves small requests, decided once per process.
 //! - [`stats`](mod@stats): [`Stats`], the readable snapshot.
+//! - `env`: every `SMALLARENA_*` environment variable, read and parsed in one place.
 //! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
 //! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
 //! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
@@ -46,6 +47,11 @@
 //!   map-like records over a fixed, shared key set, storing only the values.
 //! - `url` (feature `url`, crate [`smallarena-url`](https://docs.rs/smallarena-url)):
 //!   CPython 3.11-compatible URL splitting with a kind-keyed, bounded parse cache.
+//!
+//! ## Seeing inside
+//! [`stats()`] returns a [`Stats`] snapshot (a table as its `Display`, JSON with
+//! [`Stats::json`]); `SMALLARENA_STATS=1` (or `=json`) prints it on stderr at exit. [`collect()`]
+//! returns free memory to the OS now; [`usable_size()`] tells how big a block really is.
 //!
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, returns null when the OS refuses
@@ -73,6 +79,7 @@ macro_rules! on_supported_targets {
 
 on_supported_targets! {
     mod arena;
+    mod env;
     mod heap;
     pub mod mode;
     mod os;
@@ -140,14 +147,77 @@ impl SmallArena {
 }
 
 /// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
-/// allocates nothing while holding it.
+/// allocates nothing while holding it; reads the process's resident size from the OS.
 #[cfg(target_os = "linux")]
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = valgrind::Quiet::new();
     heap::collect(&mut s);
+    (s.resident_bytes, s.resident_peak_bytes) = os::resident();
     s
 }
+
+/// Returns free memory to the OS now, as mimalloc's `mi_collect(true)`: what a program calls after
+/// a burst of allocations is over, to lower its resident size.
+///
+/// Returned:
+/// * the calling thread's empty pools: those its heap caches for reuse and those it keeps at the
+///   head of a class list;
+/// * the empty pools of abandoned heaps (of threads that have exited), after taking back the
+///   blocks other threads freed into them;
+/// * every wholly empty arena (1 MiB), unmapped, including the one normally kept mapped so that
+///   a program freeing everything and starting again does not map and unmap on every turn;
+/// * the pages of every free pool (16 KiB) of the arenas still in use, dropped with
+///   `madvise(MADV_DONTNEED)`: the range stays mapped and reads as zeros when used again. On a
+///   4 KiB-page system the pool's first page is touched again at once (it holds the pool's
+///   header), so 12 KiB of each 16 KiB free pool go back.
+///
+/// Not returned: the other live threads' heaps' cached empty pools (at most four, 64 KiB, per
+/// heap: only their owner touches its lists; each thread may call `collect()` itself), free
+/// blocks inside pools that still hold a live block, the heaps' own bookkeeping (a few KiB per
+/// thread ever started), and memory of the system allocator (large blocks; see
+/// `malloc_trim(3)` for glibc's). Takes the internal lock; its cost is proportional to the number
+/// of free pools. Allocates nothing; does nothing in `System` mode (no arena is ever mapped).
+#[cfg(target_os = "linux")]
+pub fn collect() {
+    heap::release_memory();
+}
+
+/// The usable size in bytes of a block this allocator returned for `layout`: how much memory the
+/// block really holds.
+///
+/// * Arena blocks (mode [`Mode::Arena`], requests of up to 512 bytes with alignment up to 16): the
+///   block size of the request's size class, `layout.size()` rounded up to a multiple of 16
+///   (16 for a zero-size request).
+/// * In [`Mode::Annotate`], small blocks: `layout.size()` (the bytes past it are a red zone that
+///   memcheck reports accesses to).
+/// * Every other block comes from the system allocator: libc's `malloc_usable_size`, at least
+///   `layout.size()`.
+///
+/// Only for information (memory accounting, choosing a capacity to ask for): `GlobalAlloc`
+/// requires `dealloc` and `realloc` to be given the `layout` the block was allocated with, not
+/// one grown to the usable size.
+///
+/// # Safety
+/// `ptr` is a live block returned by [`SmallArena`] (the process's global allocator) for
+/// `layout`, not yet freed.
+#[cfg(target_os = "linux")]
+pub unsafe fn usable_size(ptr: *const u8, layout: Layout) -> usize {
+    let (size, align) = (layout.size(), layout.align());
+    match mode::decide() {
+        mode::ARENA if is_small(size, align) => {
+            size_class::block_size(size_class::class_of(size.max(1)))
+        }
+        mode::ANNOTATE if valgrind::annotated_small(size, align) => size,
+        // SAFETY: every other block is a live libc block (per the caller).
+        _ => unsafe { system::usable_size(ptr.cast_mut()) }.max(size),
+    }
+}
+
+/// System allocations of at least this many bytes sample the peak of bytes requested
+/// ([`Stats::bytes_requested_peak`]).
+#[cfg(target_os = "linux")]
+const PEAK_SAMPLE_SIZE: usize = 1 << 20;
 
 /// Where a block of this layout lives in mode `m`.
 #[cfg(target_os = "linux")]
@@ -205,6 +275,9 @@ fn large_alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     };
     if !p.is_null() {
         heap::account(layout.size());
+        if layout.size() >= PEAK_SAMPLE_SIZE {
+            heap::sample_peak_now();
+        }
     }
     p
 }
@@ -288,6 +361,9 @@ unsafe impl GlobalAlloc for SmallArena {
             let q = unsafe { system::realloc(ptr, layout, new_size) };
             if !q.is_null() {
                 heap::account(new_size.wrapping_sub(layout.size()));
+                if new_size >= PEAK_SAMPLE_SIZE && new_size > layout.size() {
+                    heap::sample_peak_now();
+                }
             }
             return q;
         }

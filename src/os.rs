@@ -168,3 +168,120 @@ pub(crate) use loom_backing::map_aligned;
 /// As for the native `unmap`.
 #[cfg(loom)]
 pub(crate) unsafe fn unmap(_p: *mut u8, _size: usize) {}
+
+/// Gives the pages of `p..p+size` back to the OS while keeping the range mapped: afterwards they
+/// read as zeros (a private anonymous mapping) and use no memory until touched again. False when
+/// it was not done (the range is not page-aligned, the OS refused, or Miri/loom).
+///
+/// # Safety
+/// `p..p+size` lies inside a mapping made by [`map_aligned`], and nothing in it is in use: its
+/// contents are lost.
+#[cfg(not(any(miri, loom)))]
+pub(crate) unsafe fn discard(p: *mut u8, size: usize) -> bool {
+    let page = page_size();
+    if page == 0 || p.addr() % page != 0 || size % page != 0 {
+        return false;
+    }
+    // SAFETY: per the caller, the range is ours and unused; MADV_DONTNEED on a private anonymous
+    // mapping only drops its pages (they read back as zeros).
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Miri and loom: pages are never given back.
+///
+/// # Safety
+/// As for the native `discard`.
+#[cfg(any(miri, loom))]
+pub(crate) unsafe fn discard(_p: *mut u8, _size: usize) -> bool {
+    false
+}
+
+/// The OS page size in bytes (0 if unknown).
+#[cfg(not(any(miri, loom)))]
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The process's resident bytes now (`/proc/self/statm`, read with `open`/`read` into a stack
+/// buffer) and at peak (`getrusage`'s `ru_maxrss`); 0 for what cannot be read. Allocates nothing.
+#[cfg(not(any(miri, loom)))]
+pub(crate) fn resident() -> (usize, usize) {
+    let mut now = 0;
+    let mut buf = [0u8; 256];
+    // SAFETY: the path is a NUL-terminated literal; `buf` is valid for `buf.len()` bytes of
+    // writes; the descriptor is ours and closed once. None of these calls allocates.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            -1
+        } else {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        }
+    };
+    if let Some(text) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) {
+        // "size resident shared text lib data dt", in pages.
+        if let Some(pages) = text
+            .split(|&b| b == b' ')
+            .nth(1)
+            .and_then(parse_decimal)
+        {
+            now = pages.saturating_mul(page_size());
+        }
+    }
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct; getrusage only writes
+    // it.
+    let peak = unsafe {
+        let mut ru: libc::rusage = core::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) == 0 {
+            // Kibibytes on Linux.
+            usize::try_from(ru.ru_maxrss)
+                .unwrap_or(0)
+                .saturating_mul(1024)
+        } else {
+            0
+        }
+    };
+    (now, peak.max(now))
+}
+
+/// Miri and loom: unknown.
+#[cfg(any(miri, loom))]
+pub(crate) fn resident() -> (usize, usize) {
+    (0, 0)
+}
+
+/// A decimal number of ASCII digits (surrounding whitespace ignored); `None` if empty, not all
+/// digits, or too big.
+#[cfg_attr(any(miri, loom), allow(dead_code))]
+pub(crate) fn parse_decimal(text: &[u8]) -> Option<usize> {
+    let t = text.trim_ascii();
+    if t.is_empty() {
+        return None;
+    }
+    t.iter().try_fold(0usize, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(usize::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// The OS page size in bytes; 0 under Miri and loom, where pages are never given back.
+pub(crate) fn page_size_or_zero() -> usize {
+    #[cfg(not(any(miri, loom)))]
+    {
+        page_size()
+    }
+    #[cfg(any(miri, loom))]
+    {
+        0
+    }
+}

@@ -1,27 +1,40 @@
-//! A snapshot of the allocator's state, in the spirit of CPython's `sys._debugmallocstats()`.
+//! A snapshot of the allocator's state, in the spirit of CPython's `sys._debugmallocstats()`,
+//! and its printing: as a table ([`Stats`]'s `Display`), as one JSON object ([`Stats::json`]),
+//! straight to a file descriptor without allocating ([`Stats::write_to_fd`]), and at exit when
+//! `SMALLARENA_STATS` asks for it.
 
 use crate::pool::POOL_SIZE;
 use crate::size_class::{block_size, CLASS_COUNT};
+#[cfg(not(any(miri, loom)))]
+use crate::sync::Ordering;
 use core::fmt;
 
 /// Counters for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct ClassStats {
-    /// Block size of the class in bytes.
+    /// Block size of the class, in bytes.
     pub block_size: usize,
-    /// Pools currently serving this class.
+    /// Pools currently serving this class (each [`POOL_SIZE`] bytes).
     pub pools: usize,
     /// Blocks handed out and not yet freed.
     pub blocks_in_use: usize,
     /// Free blocks in this class's pools (never-used space included).
     pub free_blocks: usize,
+    /// Bytes in the blocks handed out and not yet freed: `blocks_in_use * block_size`.
+    pub bytes_in_use: usize,
 }
 
 /// A snapshot returned by [`crate::stats()`].
 ///
 /// Counts are exact when no other thread is allocating; while threads run, each counter is a
-/// recent value but the set of them is not one atomic picture.
+/// recent value but the set of them is not one atomic picture. New fields may be added in minor
+/// releases (the struct is `#[non_exhaustive]`); with the `serde` feature it implements
+/// `serde::Serialize`, field names as here.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct Stats {
     /// Per size class, smallest first.
     pub classes: [ClassStats; CLASS_COUNT],
@@ -29,10 +42,28 @@ pub struct Stats {
     pub arenas_mapped: usize,
     /// Most arenas ever mapped at once.
     pub arenas_peak: usize,
-    /// Bytes mapped for arenas now.
+    /// Bytes mapped for arenas now (`arenas_mapped` times the 1 MiB arena size).
     pub bytes_mapped: usize,
-    /// Bytes requested and not yet freed, over every allocation (arena and system).
+    /// Most bytes ever mapped for arenas at once (`arenas_peak` times the arena size).
+    pub bytes_mapped_peak: usize,
+    /// Bytes in small blocks handed out and not yet freed, class-rounded: the sum of the classes'
+    /// `bytes_in_use`.
+    pub bytes_in_blocks: usize,
+    /// Bytes requested and not yet freed, over every allocation (arena and system). Under the
+    /// preload, only arena blocks (each counted at its block size): glibc serves the others
+    /// directly.
     pub bytes_requested: usize,
+    /// The highest `bytes_requested` seen, in bytes. Sampled, not tracked on every allocation
+    /// (that would cost the fast path): whenever the heaps together hold more pools than ever
+    /// before, at each system allocation of 1 MiB or more, and at every [`crate::stats()`]. A lower
+    /// bound of the true peak, close to it for programs whose peak is made of many blocks.
+    pub bytes_requested_peak: usize,
+    /// Bytes of the process resident in memory now (the whole process, from the OS:
+    /// `/proc/self/statm`); 0 if unknown.
+    pub resident_bytes: usize,
+    /// The most bytes of the process ever resident at once (the OS's high-water mark:
+    /// `getrusage`'s `ru_maxrss`); 0 if unknown.
+    pub resident_peak_bytes: usize,
     /// Pools free in their arenas, ready for any class.
     pub free_pools: usize,
     /// Empty pools cached by heaps for quick reuse.
@@ -59,7 +90,12 @@ impl Stats {
             arenas_mapped: 0,
             arenas_peak: 0,
             bytes_mapped: 0,
+            bytes_mapped_peak: 0,
+            bytes_in_blocks: 0,
             bytes_requested: 0,
+            bytes_requested_peak: 0,
+            resident_bytes: 0,
+            resident_peak_bytes: 0,
             free_pools: 0,
             cached_pools: 0,
             heaps: 0,
@@ -73,9 +109,268 @@ impl Stats {
         self.classes.iter().map(|c| c.blocks_in_use).sum()
     }
 
+    /// Free blocks over all classes (never-used space in their pools included).
+    pub fn free_blocks(&self) -> usize {
+        self.classes.iter().map(|c| c.free_blocks).sum()
+    }
+
     /// Pools serving some class.
     pub fn pools_in_use(&self) -> usize {
         self.classes.iter().map(|c| c.pools).sum()
+    }
+
+    /// The snapshot as one JSON object on one line (its `Display`), with every field above plus
+    /// `"mode"` (the mode's name) and the totals `"blocks_in_use"`, `"free_blocks"`,
+    /// `"pools_in_use"` and `"pool_size"` (bytes). Formatting it allocates nothing.
+    ///
+    /// ```
+    /// let s = smallarena::stats();
+    /// let json = s.json().to_string();
+    /// assert!(json.starts_with("{\"mode\":"));
+    /// ```
+    pub fn json(&self) -> Json<'_> {
+        Json(self)
+    }
+
+    /// Writes the snapshot to the file descriptor `fd` (2 for stderr): the table, or with
+    /// `format` [`Format::Json`] one JSON object and a newline. Allocates nothing: formats into a
+    /// fixed 8 KiB stack buffer and writes it with `write(2)` as it fills, so it is safe in a
+    /// process that is exiting (an `atexit` handler) and from C. Write errors are ignored.
+    pub fn write_to_fd(&self, fd: i32, format: Format) {
+        let mut w = FdWriter::new(fd);
+        // The writer never fails, and `Display` of `Stats` fails only if it does.
+        let _ = match format {
+            Format::Text => fmt::Write::write_fmt(&mut w, format_args!("{self}\n")),
+            Format::Json => fmt::Write::write_fmt(&mut w, format_args!("{}\n", self.json())),
+        };
+        w.flush();
+    }
+}
+
+/// How [`Stats::write_to_fd`] prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The table of [`Stats`]'s `Display`.
+    Text,
+    /// One JSON object ([`Stats::json`]).
+    Json,
+}
+
+/// [`Stats`] as a JSON object: see [`Stats::json`].
+///
+/// Hand-formatted on purpose: it is printed at exit from inside the allocator, which must not
+/// allocate, so no JSON library (they build strings) can be used; every value is a number except
+/// the mode's name, a fixed ASCII word.
+#[derive(Clone, Copy, Debug)]
+pub struct Json<'a>(&'a Stats);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        write!(f, "{{\"mode\":\"{}\",\"classes\":[", crate::mode::mode_name())?;
+        for (i, c) in s.classes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(
+                f,
+                "{{\"block_size\":{},\"pools\":{},\"blocks_in_use\":{},\"free_blocks\":{},\
+                 \"bytes_in_use\":{}}}",
+                c.block_size, c.pools, c.blocks_in_use, c.free_blocks, c.bytes_in_use
+            )?;
+        }
+        f.write_str("]")?;
+        let fields: [(&str, usize); 20] = [
+            ("arenas_mapped", s.arenas_mapped),
+            ("arenas_peak", s.arenas_peak),
+            ("bytes_mapped", s.bytes_mapped),
+            ("bytes_mapped_peak", s.bytes_mapped_peak),
+            ("bytes_in_blocks", s.bytes_in_blocks),
+            ("bytes_requested", s.bytes_requested),
+            ("bytes_requested_peak", s.bytes_requested_peak),
+            ("resident_bytes", s.resident_bytes),
+            ("resident_peak_bytes", s.resident_peak_bytes),
+            ("free_pools", s.free_pools),
+            ("cached_pools", s.cached_pools),
+            ("heaps", s.heaps),
+            ("heaps_abandoned", s.heaps_abandoned),
+            ("heap_handoffs", s.heap_handoffs),
+            ("blocks_in_use", s.blocks_in_use()),
+            ("free_blocks", s.free_blocks()),
+            ("pools_in_use", s.pools_in_use()),
+            ("pool_size", POOL_SIZE),
+            ("arena_size", crate::arena::ARENA_SIZE),
+            ("pid", process_id()),
+        ];
+        for (name, value) in fields {
+            write!(f, ",\"{name}\":{value}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// This process's id (0 under Miri).
+fn process_id() -> usize {
+    #[cfg(miri)]
+    {
+        0
+    }
+    #[cfg(not(miri))]
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe {
+        libc::getpid() as usize
+    }
+}
+
+/// A `core::fmt::Write` sink for a file descriptor through a fixed buffer: never allocates,
+/// writes with `write(2)` when the buffer is full and on [`FdWriter::flush`].
+struct FdWriter {
+    fd: i32,
+    buf: [u8; 8192],
+    len: usize,
+}
+
+impl FdWriter {
+    fn new(fd: i32) -> FdWriter {
+        FdWriter {
+            fd,
+            buf: [0; 8192],
+            len: 0,
+        }
+    }
+
+    /// Writes out the buffered bytes (retrying short writes and `EINTR`, giving up on any other
+    /// error) and empties the buffer.
+    fn flush(&mut self) {
+        let mut done = 0;
+        while done < self.len {
+            let rest = self.buf.get(done..self.len).unwrap_or(&[]);
+            #[cfg(not(miri))]
+            // SAFETY: `rest` is a live, initialised byte slice; write(2) only reads it, and
+            // `__errno_location` returns this thread's errno, always valid.
+            let (n, interrupted) = unsafe {
+                let n = libc::write(self.fd, rest.as_ptr().cast(), rest.len());
+                (n, n < 0 && *libc::__errno_location() == libc::EINTR)
+            };
+            // Miri: written nowhere (no file descriptors there).
+            #[cfg(miri)]
+            let (n, interrupted) = (rest.len() as isize, self.fd < 0);
+            if n > 0 {
+                done += n as usize;
+            } else if !interrupted {
+                break;
+            }
+        }
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(any(miri, loom)))]
+crate::sync::global! {
+    /// A duplicate of the descriptor that was stderr at start-up (plus one; 0: none), kept for
+    /// printing at exit when the program has closed its stderr by then (GNU coreutils' `ls`,
+    /// `sort`, ... close it in their own `atexit` handler, which runs before ours).
+    static SAVED_STDERR: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+}
+#[cfg(not(any(miri, loom)))]
+crate::sync::global! {
+    /// The device and inode numbers of that stderr, to recognise it at exit (the program may have
+    /// closed the duplicate and reused its number for a file of its own).
+    static SAVED_IDENTITY: [crate::sync::AtomicUsize; 2] =
+        [crate::sync::AtomicUsize::new(0), crate::sync::AtomicUsize::new(0)];
+}
+
+/// The device and inode numbers of the open file `fd` (truncated to `usize`), if it is open.
+#[cfg(not(any(miri, loom)))]
+fn identity(fd: i32) -> Option<[usize; 2]> {
+    // SAFETY: an all-zero `stat` is a valid value of the plain C struct; fstat only writes it and
+    // allocates nothing.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some([st.st_dev as usize, st.st_ino as usize])
+    }
+}
+
+/// Reads `SMALLARENA_STATS` and, if it asks for statistics, registers the `atexit` handler that
+/// prints them. Called once, from the start-up constructor (before `main`, so the handler runs
+/// after every `atexit` handler the program registers itself).
+#[cfg(not(any(miri, loom)))]
+pub(crate) fn print_at_exit_if_asked() {
+    let (what, note) = crate::env::read_stats();
+    note.emit();
+    let handler: extern "C" fn() = match what {
+        crate::env::StatsAtExit::Off => return,
+        crate::env::StatsAtExit::Text => print_text_at_exit,
+        crate::env::StatsAtExit::Json => print_json_at_exit,
+    };
+    if let Some(id) = identity(2) {
+        // A high number, out of the way of programs that expect the low ones free; close-on-exec.
+        // SAFETY: fcntl on a descriptor we checked is open; it allocates nothing.
+        let dup = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+        if dup >= 0 {
+            SAVED_IDENTITY[0].store(id[0], Ordering::Relaxed);
+            SAVED_IDENTITY[1].store(id[1], Ordering::Relaxed);
+            SAVED_STDERR.store(dup as usize + 1, Ordering::Release);
+        }
+    }
+    // SAFETY: the handler is a plain function valid for the life of the process (in a shared
+    // library, glibc runs it when the library is unloaded, if that comes first). atexit does not
+    // allocate for its first 32 handlers.
+    unsafe {
+        libc::atexit(handler);
+    }
+}
+
+/// Where to print at exit: stderr if it is still open; else the duplicate made at start-up, if it
+/// still is the file stderr was then; else nowhere.
+#[cfg(not(any(miri, loom)))]
+fn exit_fd() -> Option<i32> {
+    if identity(2).is_some() {
+        return Some(2);
+    }
+    let saved = SAVED_STDERR.load(Ordering::Acquire);
+    let fd = i32::try_from(saved.checked_sub(1)?).ok()?;
+    let want = [
+        SAVED_IDENTITY[0].load(Ordering::Relaxed),
+        SAVED_IDENTITY[1].load(Ordering::Relaxed),
+    ];
+    (identity(fd) == Some(want)).then_some(fd)
+}
+
+#[cfg(not(any(miri, loom)))]
+extern "C" fn print_text_at_exit() {
+    let Some(fd) = exit_fd() else { return };
+    let mut w = FdWriter::new(fd);
+    let _ = fmt::Write::write_fmt(
+        &mut w,
+        format_args!(
+            "smallarena: statistics at exit of process {}\n",
+            process_id()
+        ),
+    );
+    w.flush();
+    crate::stats().write_to_fd(fd, Format::Text);
+}
+
+#[cfg(not(any(miri, loom)))]
+extern "C" fn print_json_at_exit() {
+    if let Some(fd) = exit_fd() {
+        crate::stats().write_to_fd(fd, Format::Json);
     }
 }
 
@@ -94,18 +389,17 @@ impl fmt::Display for Stats {
                 i, c.block_size, c.pools, c.blocks_in_use, c.free_blocks
             )?;
         }
-        let in_use_bytes: usize = self
-            .classes
-            .iter()
-            .map(|c| c.blocks_in_use * c.block_size)
-            .sum();
         writeln!(f)?;
         writeln!(
             f,
             "# arenas mapped now / peak     = {} / {}",
             self.arenas_mapped, self.arenas_peak
         )?;
-        writeln!(f, "# bytes mapped                 = {}", self.bytes_mapped)?;
+        writeln!(
+            f,
+            "# bytes mapped now / peak      = {} / {}",
+            self.bytes_mapped, self.bytes_mapped_peak
+        )?;
         writeln!(
             f,
             "# pools in use / cached / free = {} / {} / {}",
@@ -113,11 +407,16 @@ impl fmt::Display for Stats {
             self.cached_pools,
             self.free_pools
         )?;
-        writeln!(f, "# bytes in small blocks        = {}", in_use_bytes)?;
+        writeln!(f, "# bytes in small blocks        = {}", self.bytes_in_blocks)?;
         writeln!(
             f,
-            "# bytes requested in use       = {}",
-            self.bytes_requested
+            "# bytes requested now / peak   = {} / {}",
+            self.bytes_requested, self.bytes_requested_peak
+        )?;
+        writeln!(
+            f,
+            "# resident bytes now / peak    = {} / {}",
+            self.resident_bytes, self.resident_peak_bytes
         )?;
         writeln!(f, "# pool size                    = {}", POOL_SIZE)?;
         writeln!(

@@ -129,3 +129,22 @@ pub(crate) unsafe fn realloc(p: *mut u8, layout: Layout, new_size: usize) -> *mu
         q
     }
 }
+
+/// The usable size of a libc block (glibc's and musl's `malloc_usable_size`; with
+/// `libc-internal`, the name resolves to the preload's export, which asks glibc's for blocks it
+/// does not own). The requested size under Miri, which has no such function: 0 here.
+///
+/// # Safety
+/// `p` is a live block from this module.
+pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
+    #[cfg(miri)]
+    {
+        let _ = p;
+        0
+    }
+    #[cfg(not(miri))]
+    // SAFETY: per the caller, a live malloc-family block.
+    unsafe {
+        libc::malloc_usable_size(p.cast())
+    }
+}

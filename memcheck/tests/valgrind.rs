@@ -302,8 +302,8 @@ fn annotate_quarantine_budget() {
         &[("SMALLARENA_QUARANTINE_MB", "lots")],
     );
     assert_eq!(r.code, 99, "{}", r.stderr);
-    let line = "smallarena: SMALLARENA_QUARANTINE_MB is not a whole number of MiB; using the \
-                default, 20\n";
+    let line = "smallarena: unknown SMALLARENA_QUARANTINE_MB value \"lots\"; accepted: a whole \
+                number of MiB, 0 to disable; using 20\n";
     assert_eq!(r.stderr.matches(line).count(), 1, "{}", r.stderr);
 }
 

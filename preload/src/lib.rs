@@ -310,3 +310,29 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: `f` is glibc's malloc_usable_size, with this signature; `p` is a glibc block.
     unsafe { core::mem::transmute::<*mut c_void, UsableFn>(f)(p) }
 }
+
+/// Returns free memory to the OS now (smallarena's `collect()`, as mimalloc's
+/// `mi_collect(true)`): the calling thread's empty pools, the empty pools of exited threads, every
+/// wholly empty arena, and the pages of the other free pools. glibc's own memory (large blocks)
+/// is not touched: call `malloc_trim(0)` for that.
+///
+/// From C: `extern void smallarena_collect(void);`
+#[no_mangle]
+pub extern "C" fn smallarena_collect() {
+    smallarena::collect();
+}
+
+/// Prints smallarena's statistics to the file descriptor `fd` (2 for stderr): the table, or one
+/// JSON object on one line when `json` is non-zero. Allocates nothing (a stack buffer and
+/// `write(2)`).
+///
+/// From C: `extern void smallarena_stats_print(int fd, int json);`
+#[no_mangle]
+pub extern "C" fn smallarena_stats_print(fd: c_int, json: c_int) {
+    let format = if json != 0 {
+        smallarena::stats::Format::Json
+    } else {
+        smallarena::stats::Format::Text
+    };
+    smallarena::stats().write_to_fd(fd, format);
+}

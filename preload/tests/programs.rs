@@ -255,33 +255,52 @@ fn late_first_allocation_in_a_key_destructor_gives_the_heap_back() {
     assert!(o.status.success(), "RSS grew by more than 8 MiB: {out}");
 }
 
-/// Allocation in an `atexit` handler (after the main thread's thread-local destructors ran)
-/// costs about what it costs in `main`, on a fragmented heap.
+/// Allocation in an `atexit` handler keeps the main thread's heap: `exit()` runs no pthread key
+/// destructor, so no heap is handed back, however much the handler allocates. Checked on the
+/// statistics the preload prints at exit (`SMALLARENA_STATS=1`, printed by a handler registered
+/// before `main`, so after the program's own): `heap handoffs` is 0 (1 allowed). The ns/pair lines
+/// are printed for information only: tests do not assert timings.
 #[test]
-fn allocation_in_an_atexit_handler_costs_what_it_costs_in_main() {
+fn allocation_in_an_atexit_handler_keeps_the_main_heap() {
     let s = Scratch::new("exitcost");
     let Some(exe) = compile("exit_alloc_cost", &s) else {
         return;
     };
-    let ns = |out: &str, place: &str| -> f64 {
-        let line = out
-            .lines()
-            .find(|l| l.contains(&format!("pairs in {place}")))
-            .unwrap_or_else(|| panic!("no {place} line in {out}"));
-        let per = line.rsplit('(').next().unwrap();
-        per.trim_end_matches(" ns/pair)").parse().unwrap()
-    };
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let o = run_with_deadline(&exe, &["20000", "200000"], &[]);
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{out}");
-        eprint!("{out}");
-        best = best.min(ns(&out, "atexit") / ns(&out, "main").max(1.0));
-    }
+    let o = run_with_deadline(&exe, &["20000", "200000"], &[("SMALLARENA_STATS", "1")]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    eprint!("{out}");
     assert!(
-        best < 3.0,
-        "allocation in atexit is {best:.1} times slower than in main"
+        out.contains("pairs in atexit"),
+        "the atexit handler did not run: {out}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("# heap handoffs"))
+        .unwrap_or_else(|| panic!("no statistics at exit on stderr:\n{err}"));
+    let handoffs: usize = line
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    eprintln!("{line}");
+    assert!(
+        handoffs <= 1,
+        "{handoffs} heap handoffs: allocation in atexit handed heaps back\n{err}"
+    );
+    // The statistics are printed after the program's own atexit handler, which frees the 20000
+    // blocks kept live (of at least 16 bytes each): they are no longer counted.
+    let small: usize = err
+        .lines()
+        .find(|l| l.starts_with("# bytes in small blocks"))
+        .and_then(|l| l.rsplit('=').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no small-block line:\n{err}"));
+    assert!(
+        small < 20_000 * 16,
+        "{small} bytes still in small blocks\n{err}"
     );
 }
 

@@ -20,10 +20,10 @@
 //! ## Budget
 //! The quarantine holds at most [`budget`] bytes, counted as whole blocks (the request, its
 //! redzone, and the class's rounding). `SMALLARENA_QUARANTINE_MB` sets it in MiB (a whole number,
-//! spaces around it ignored; read once with `libc::getenv`, which does not allocate); the default
-//! (unset or empty) is [`DEFAULT_MB`] (20 MiB, memcheck's own `--freelist-vol` default); `0` disables the
-//! quarantine, and a value that is not a number is reported in one line on stderr and the default
-//! used. When a free pushes the total over the budget, the oldest blocks are taken off the queue
+//! spaces around it ignored; read once, by [`crate::env`]); the default (unset or empty) is
+//! [`crate::env::QUARANTINE_DEFAULT_MB`] (20 MiB, memcheck's own `--freelist-vol` default); `0`
+//! disables the quarantine, and a value that is not a number is echoed in one line on stderr and
+//! the default used. When a free pushes the total over the budget, the oldest blocks are taken off the queue
 //! (under the lock) and freed to the heap (after it, by the freeing thread: `heap::free` sends a
 //! block whose pool another thread owns back to that owner as a remote free).
 //!
@@ -37,9 +37,6 @@ use core::ptr::null_mut;
 use crate::arena::Locked;
 use crate::size_class::{block_size, class_of};
 use crate::sync::{global, AtomicUsize, Ordering};
-
-/// The default budget in MiB, as memcheck's `--freelist-vol` default (20,000,000 bytes).
-pub(crate) const DEFAULT_MB: usize = 20;
 
 /// The words a quarantined block carries at its start while it waits.
 #[repr(C)]
@@ -172,49 +169,23 @@ global! {
     static BUDGET: AtomicUsize = AtomicUsize::new(UNREAD);
 }
 
-/// The quarantine's budget in bytes (0: disabled). Reads `SMALLARENA_QUARANTINE_MB` on first use.
+/// The quarantine's budget in bytes (0: disabled). Reads `SMALLARENA_QUARANTINE_MB` (through
+/// [`crate::env`]) on first use.
 pub(crate) fn budget() -> usize {
     let b = BUDGET.load(Ordering::Relaxed);
     if b != UNREAD {
         return b;
     }
-    let (b, understood) = read_budget();
+    let (mb, warning) = crate::env::read_quarantine_mb();
+    let b = mib(mb);
     // Only the thread whose value is stored warns, so the line appears once.
     if BUDGET
         .compare_exchange(UNREAD, b, Ordering::Relaxed, Ordering::Relaxed)
         .is_ok()
-        && !understood
     {
-        warn_not_understood();
+        warning.emit();
     }
     b
-}
-
-/// The budget the environment asks for, and whether the value (if any) was understood.
-fn read_budget() -> (usize, bool) {
-    #[cfg(miri)]
-    {
-        (mib(DEFAULT_MB), true)
-    }
-    #[cfg(not(miri))]
-    {
-        // SAFETY: the name is a NUL-terminated literal; getenv does not allocate, and the value
-        // it returns is only read here.
-        let v = unsafe { libc::getenv(c"SMALLARENA_QUARANTINE_MB".as_ptr()) };
-        if v.is_null() {
-            return (mib(DEFAULT_MB), true);
-        }
-        // SAFETY: getenv returned a non-null pointer to a NUL-terminated string, valid while it
-        // is parsed below.
-        let bytes = unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes();
-        if bytes.trim_ascii().is_empty() {
-            return (mib(DEFAULT_MB), true);
-        }
-        match parse_mb(bytes) {
-            Some(mb) => (mib(mb), true),
-            None => (mib(DEFAULT_MB), false),
-        }
-    }
 }
 
 /// `mb` MiB in bytes, saturating below [`UNREAD`].
@@ -224,30 +195,6 @@ const fn mib(mb: usize) -> usize {
         UNREAD - 1
     } else {
         b
-    }
-}
-
-/// A whole number of MiB, ASCII whitespace around it ignored; `None` if it is not one. A number
-/// too large for `usize` saturates (an unbounded quarantine, as asked).
-fn parse_mb(value: &[u8]) -> Option<usize> {
-    let v = value.trim_ascii();
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0usize, |n, &d| {
-        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-    }))
-}
-
-/// Says on stderr, in one line, that `SMALLARENA_QUARANTINE_MB` was not understood.
-fn warn_not_understood() {
-    #[cfg(not(miri))]
-    {
-        const LINE: &[u8] = b"smallarena: SMALLARENA_QUARANTINE_MB is not a whole number of MiB; \
-                              using the default, 20\n";
-        // SAFETY: writes a static buffer to fd 2; nothing is allocated, and a failed or short
-        // write only loses the warning.
-        let _ = unsafe { libc::write(2, LINE.as_ptr().cast(), LINE.len()) };
     }
 }
 
@@ -334,12 +281,24 @@ mod tests {
 
     #[test]
     fn budget_values() {
-        assert_eq!(parse_mb(b"20"), Some(20));
-        assert_eq!(parse_mb(b" 0 \n"), Some(0));
-        assert_eq!(parse_mb(b"007"), Some(7));
-        assert_eq!(parse_mb(b"99999999999999999999999"), Some(usize::MAX));
-        for bad in [&b""[..], b" ", b"-1", b"1.5", b"20M", b"0x10"] {
-            assert_eq!(parse_mb(bad), None, "{bad:?}");
+        use crate::env::parse_quarantine_mb as parse;
+        assert_eq!(parse(b"20").0, 20);
+        assert_eq!(parse(b" 0 \n").0, 0);
+        assert_eq!(parse(b"007").0, 7);
+        assert_eq!(parse(b"99999999999999999999999").0, usize::MAX);
+        for empty in [&b""[..], b" "] {
+            let (mb, warning) = parse(empty);
+            assert_eq!((mb, warning.as_bytes()), (20, &b""[..]), "{empty:?}");
+        }
+        for bad in [&b"-1"[..], b"1.5", b"20M", b"0x10", b"lots"] {
+            let (mb, warning) = parse(bad);
+            assert_eq!(mb, 20, "{bad:?}");
+            assert!(
+                warning
+                    .as_bytes()
+                    .starts_with(b"smallarena: unknown SMALLARENA_QUARANTINE_MB value \""),
+                "{bad:?}"
+            );
         }
         assert_eq!(mib(20), 20 << 20);
         assert_eq!(mib(0), 0);
