@@ -586,13 +586,39 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
             }
             drop(locked);
             if pool.is_null() {
-                return null_mut();
+                return out_of_arena::<ZERO>(size);
             }
         }
         Pool::assign(pool, class, heap.cast());
         link_front(heap, class, pool);
         alloc_in::<ZERO>(heap, size)
     }
+}
+
+/// The arena could not grow (the OS refused a new arena): in arena mode the request is served by
+/// the system allocator instead, before giving up with null, and the mode becomes
+/// [`mode::ARENA_FALLBACK`] so that frees of small blocks ask whose block it is. In annotate mode
+/// (whose blocks must be arena blocks) it is null.
+#[cold]
+#[inline(never)]
+fn out_of_arena<const ZERO: bool>(size: usize) -> *mut u8 {
+    if !crate::mode::enter_fallback() {
+        return null_mut();
+    }
+    // The arena's alignment for every class; `system::alloc` honours it.
+    let Ok(layout) = core::alloc::Layout::from_size_align(size.max(1), crate::size_class::MAX_ALIGN)
+    else {
+        return null_mut();
+    };
+    let p = if ZERO {
+        crate::system::alloc_zeroed(layout)
+    } else {
+        crate::system::alloc(layout)
+    };
+    if !p.is_null() {
+        account(size);
+    }
+    p
 }
 
 /// Owner: moves the pool's remote frees onto its free list (keeping it queued if it is).

@@ -54,8 +54,9 @@
 //! returns free memory to the OS now; [`usable_size()`] tells how big a block really is.
 //!
 //! ## Guarantees
-//! The allocator never allocates through itself, never panics, returns null when the OS refuses
-//! memory, and keeps working in a child process after `fork()`.
+//! The allocator never allocates through itself, never panics, serves small requests from the
+//! system allocator when the arena cannot grow and returns null only when that fails too, and
+//! keeps working in a child process after `fork()`.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -204,8 +205,9 @@ pub fn collect() {
 #[cfg(target_os = "linux")]
 pub unsafe fn usable_size(ptr: *const u8, layout: Layout) -> usize {
     let (size, align) = (layout.size(), layout.align());
-    match mode::decide() {
-        mode::ARENA if is_small(size, align) => {
+    let m = mode::decide();
+    match m {
+        mode::ARENA | mode::ARENA_FALLBACK if owned_small(m, ptr, size, align) => {
             size_class::block_size(size_class::class_of(size.max(1)))
         }
         mode::ANNOTATE if valgrind::annotated_small(size, align) => size,
@@ -219,14 +221,28 @@ pub unsafe fn usable_size(ptr: *const u8, layout: Layout) -> usize {
 #[cfg(target_os = "linux")]
 const PEAK_SAMPLE_SIZE: usize = 1 << 20;
 
-/// Where a block of this layout lives in mode `m`.
+/// Where a new block of this layout is served in mode `m` (after an arena fallback, a small block
+/// may also have come from libc: see [`owned_small`] for an existing block).
 #[cfg(target_os = "linux")]
 #[inline]
 fn in_arena(m: u8, size: usize, align: usize) -> bool {
     match m {
-        mode::ARENA => is_small(size, align),
+        mode::ARENA | mode::ARENA_FALLBACK => is_small(size, align),
         mode::ANNOTATE => valgrind::annotated_small(size, align),
         _ => false,
+    }
+}
+
+/// Whether the live block `ptr` of this layout is an arena block in mode `m`: by layout, except
+/// after an arena fallback ([`mode::ARENA_FALLBACK`]), where a small block may be libc's and the
+/// arena map tells.
+#[cfg(target_os = "linux")]
+#[inline]
+fn owned_small(m: u8, ptr: *const u8, size: usize, align: usize) -> bool {
+    if m == mode::ARENA_FALLBACK {
+        is_small(size, align) && raw::owns(ptr)
+    } else {
+        in_arena(m, size, align)
     }
 }
 
@@ -236,8 +252,8 @@ fn in_arena(m: u8, size: usize, align: usize) -> bool {
 #[inline(never)]
 fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
     match mode::decide() {
-        mode::ARENA if zeroed => heap::alloc_zeroed(layout.size()),
-        mode::ARENA => heap::alloc(layout.size()),
+        mode::ARENA | mode::ARENA_FALLBACK if zeroed => heap::alloc_zeroed(layout.size()),
+        mode::ARENA | mode::ARENA_FALLBACK => heap::alloc(layout.size()),
         mode::ANNOTATE if valgrind::annotated_small(layout.size(), layout.align()) => {
             valgrind::alloc(layout, zeroed)
         }
@@ -253,7 +269,11 @@ fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
-    if in_arena(mode::decide(), layout.size(), layout.align()) {
+    let m = mode::decide();
+    if m == mode::ARENA_FALLBACK && raw::owns(ptr) {
+        // SAFETY: an arena block (the map says so) of this small layout, served by the heap.
+        unsafe { heap::free(ptr, layout.size()) };
+    } else if m == mode::ANNOTATE && in_arena(m, layout.size(), layout.align()) {
         // SAFETY: in annotate mode this layout was served by `valgrind::alloc`.
         unsafe { valgrind::free(ptr, layout) };
     } else {
@@ -343,7 +363,7 @@ unsafe impl GlobalAlloc for SmallArena {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let m = mode::decide();
-        let old_arena = in_arena(m, layout.size(), layout.align());
+        let old_arena = owned_small(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
         if old_arena && new_arena {
             if m == mode::ANNOTATE {

@@ -33,6 +33,12 @@ const UNDECIDED: u8 = 0;
 pub(crate) const ARENA: u8 = 1;
 pub(crate) const SYSTEM: u8 = 2;
 pub(crate) const ANNOTATE: u8 = 3;
+/// Arena mode after the arena once could not grow (the OS refused a new arena) and a small
+/// request was served by libc instead: small blocks may now be either, so every small free asks
+/// the arena map whose block it is (the cold path). Reported as [`Mode::Arena`]; entered at most
+/// once, never left. Keeping it a mode byte keeps the check off the fast path, which compares the
+/// byte with [`ARENA`] anyway.
+pub(crate) const ARENA_FALLBACK: u8 = 4;
 
 global! {
     static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
@@ -48,6 +54,16 @@ pub(crate) fn is_arena() -> bool {
 #[inline]
 pub(crate) fn is_annotate() -> bool {
     MODE.load(Ordering::Relaxed) == ANNOTATE
+}
+
+/// Arena mode only: from now on small requests the arena cannot serve may come from libc (see
+/// [`ARENA_FALLBACK`]). False, and nothing changes, in any other mode.
+#[cold]
+pub(crate) fn enter_fallback() -> bool {
+    match MODE.compare_exchange(ARENA, ARENA_FALLBACK, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => true,
+        Err(now) => now == ARENA_FALLBACK,
+    }
 }
 
 /// The mode in force, deciding it now if no allocation has yet.

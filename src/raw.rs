@@ -10,13 +10,17 @@
 //! * [`alloc`]/[`alloc_zeroed`] serve *small* requests (`size <= 512`; every block is 16-byte
 //!   aligned) from the calling thread's pools, and [`free`] takes them back from any thread.
 //!
-//! The module never falls back to libc by itself: [`alloc`] returns null when it will not serve a
-//! request, and the caller then uses its own large-object allocator (libc in the preload). That
-//! happens for sizes above 512, when the OS refuses memory, and in every mode but
+//! [`alloc`] returns null when it will not serve a request, and the caller then uses its own
+//! large-object allocator (libc in the preload). That happens for sizes above 512 and in every
+//! mode but
 //! [`Mode::Arena`](crate::Mode::Arena): in `System` mode (the automatic choice under Valgrind)
 //! and also in `Annotate` mode, which this module does not implement (its red zones would make
 //! [`usable_size`] differ from the block size); a C program under Valgrind is best served by
 //! libc's own functions, which memcheck replaces.
+//!
+//! When the OS refuses a new arena, [`alloc`] serves the small request from the system allocator
+//! instead (as the `GlobalAlloc` path does): the caller tells the two apart with [`owns`], as it
+//! does for every pointer. Null means the system allocator failed too.
 //!
 //! Blocks from [`alloc`] count their whole block size in
 //! [`Stats::bytes_requested`](crate::Stats), since [`free`] learns only the block size.
@@ -124,7 +128,7 @@ fn arena_class(size: usize) -> Option<usize> {
     if size > MAX_SMALL {
         return None;
     }
-    if !mode::is_arena() && mode::decide() != mode::ARENA {
+    if !mode::is_arena() && !matches!(mode::decide(), mode::ARENA | mode::ARENA_FALLBACK) {
         return None;
     }
     Some(class_of(size.max(1)))
