@@ -45,7 +45,9 @@ fn run_thread_setting(key: libc::pthread_key_t) {
         };
         std::ptr::null_mut()
     }
-    let mut t: libc::pthread_t = 0;
+    // SAFETY: `pthread_t` is an integer or a pointer (musl); all-zero is a valid placeholder that
+    // `pthread_create` overwrites.
+    let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
     // SAFETY: `t` is valid for the write; `body` matches the start routine's signature and
     // takes the key by value in its argument.
     unsafe {
@@ -138,7 +140,9 @@ fn allocation_after_the_exit_hook_hands_back_once() {
     let before = smallarena::stats();
     let (mut body_best, mut exit_best) = (u64::MAX, u64::MAX);
     for _ in 0..3 {
-        let mut t: libc::pthread_t = 0;
+        // SAFETY: `pthread_t` is an integer or a pointer (musl); all-zero is a valid placeholder that
+        // `pthread_create` overwrites.
+        let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
         // SAFETY: as in `run_thread_setting`.
         unsafe {
             assert_eq!(
