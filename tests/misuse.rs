@@ -272,9 +272,16 @@ unsafe fn model(seed: u64, inject: bool) {
     let mut rng = Rng(seed | 1);
     let steps = 400;
     let at = rng.below(steps) as usize;
-    let mut live: Vec<Live> = Vec::new();
+    // Every vector of the model is allocated here, before the first free, with room for the
+    // whole run: were one to grow (or be built) later, its buffer could take a freed block of
+    // the classes under test, and a "double free" of that block would free a live buffer (on
+    // i686, where pointers are 4 bytes, the candidates' buffer took the latest freed 40-byte
+    // block).
+    let mut live: Vec<Live> = Vec::with_capacity(steps as usize);
     // Freed blocks not handed out again since, with their layouts.
-    let mut freed: Vec<Live> = Vec::new();
+    let mut freed: Vec<Live> = Vec::with_capacity(steps as usize);
+    let mut in_use: Vec<usize> = Vec::with_capacity(steps as usize + 8);
+    let mut candidates: Vec<&Live> = Vec::with_capacity(steps as usize);
     let mut key = 0usize;
     let pool = |p: *mut u8| p as usize & !(16 * 1024 - 1);
     // One block of each size stays live throughout, so the first pool of each class stays in use:
@@ -290,11 +297,8 @@ unsafe fn model(seed: u64, inject: bool) {
         .collect();
     for step in 0..steps as usize {
         if inject && step == at {
-            let in_use: Vec<usize> = anchors.iter().chain(&live).map(|b| pool(b.p)).collect();
-            let candidates: Vec<&Live> = freed
-                .iter()
-                .filter(|f| in_use.contains(&pool(f.p)))
-                .collect();
+            in_use.extend(anchors.iter().chain(&live).map(|b| pool(b.p)));
+            candidates.extend(freed.iter().filter(|f| in_use.contains(&pool(f.p))));
             let double = !candidates.is_empty() && (live.is_empty() || rng.below(2) == 0);
             // SAFETY: the misuse under test: it must abort.
             unsafe {

@@ -56,7 +56,7 @@ fn child() {
     let mut blocks: Vec<(*mut u8, bool)> = Vec::with_capacity(1 << 20);
     let limit = vm_bytes() + (1536 << 10);
     let rl = libc::rlimit {
-        rlim_cur: limit,
+        rlim_cur: libc::rlim_t::try_from(limit).unwrap_or(libc::RLIM_INFINITY),
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: a valid rlimit for this process.
