@@ -4,7 +4,7 @@
 //! `free(p)` does not. This module serves that world:
 //!
 //! * [`owns`] tells in constant time, without a lock, whether a pointer lies in one of smallarena's
-//!   arenas (a radix map over arena addresses, updated when arenas are mapped and unmapped), so a
+//!   arenas (a bitmap over arena addresses, updated when arenas are mapped and unmapped), so a
 //!   caller can send every foreign pointer to the allocator that made it;
 //! * [`usable_size`] reads the block size from the pool header of an owned pointer;
 //! * [`alloc`]/[`alloc_zeroed`] serve *small* requests (`size <= 512`; every block is 16-byte

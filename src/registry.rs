@@ -29,9 +29,9 @@
 //! live arena; its bit may only be set if the kernel later gives that address range to one of our
 //! arenas, which requires libc to have unmapped it first, i.e. the libc block is dead.
 //!
-//! Under loom (whose atomics cannot fill 32 MiB) the same protocol runs on a small table of
-//! tagged words: a word remembers which part of the map it stands for, and a lookup of any other
-//! part answers "not ours" (see [`Map`]).
+//! Under loom (whose atomics cannot fill 32 MiB) the same protocol runs on a small window of
+//! slots, those of loom's one arena reservation; a lookup outside it answers "not ours" (see
+//! [`Map`]).
 
 use crate::arena::{Locked, ARENA_SIZE};
 use crate::sync::{AtomicUsize, Ordering};
@@ -66,16 +66,16 @@ struct Map([AtomicUsize; WORDS]);
 
 #[cfg(not(loom))]
 impl Map {
-    /// The word holding bit `w * WORD_BITS..`, for a lookup.
+    /// The word holding slot `s`'s bit, and the bit, for a lookup.
     #[inline(always)]
-    fn word(&self, w: usize) -> Option<&AtomicUsize> {
-        // `w < WORDS` for every slot `slot` returns: no bounds check is compiled in.
-        self.0.get(w)
+    fn bit(&self, s: usize) -> Option<(&AtomicUsize, usize)> {
+        // `s < SLOTS` for every slot `slot` returns: no bounds check is compiled in.
+        Some((self.0.get(s / WORD_BITS)?, 1 << (s % WORD_BITS)))
     }
 
-    /// The word for word index `w`, to set or clear a bit in (under the lock).
-    fn word_mut(&self, w: usize, _locked: &mut Locked) -> Option<&AtomicUsize> {
-        self.0.get(w)
+    /// The same, to set or clear the bit (under the lock).
+    fn bit_mut(&self, s: usize, _locked: &mut Locked) -> Option<(&AtomicUsize, usize)> {
+        self.bit(s)
     }
 }
 
@@ -86,44 +86,46 @@ crate::sync::global! {
     static MAP: Map = Map([const { AtomicUsize::new(0) }; WORDS]);
 }
 
-/// Words of the loom stand-in: its arenas come from one 256 MiB reservation, which spans at
-/// most 5 consecutive 64-bit words of the map.
+/// Slots of the loom stand-in: its arenas come from one 256 MiB reservation (`os.rs`).
 #[cfg(loom)]
-const LOOM_WORDS: usize = 8;
+const LOOM_SLOTS: usize = 256;
 
-/// The loom stand-in: `words[i]` holds map word `tags[i] - 1`, for the map words `w` with
-/// `w % LOOM_WORDS == i`; a tag of 0 means the slot was never used. A tag is set once, under the
-/// lock, before the first bit of its word (`Release`, read with `Acquire`).
+/// The loom stand-in: bits for the `LOOM_SLOTS` slots from the first one ever published
+/// (`first - 1`, set once under the lock with `Release`; 0 before). Every lookup loads `first`,
+/// and only a slot in that range loads a word, so the atomics a lookup touches do not depend on
+/// where loom's thread stacks happen to be (a model must be deterministic).
 #[cfg(loom)]
 struct Map {
-    tags: [AtomicUsize; LOOM_WORDS],
-    words: [AtomicUsize; LOOM_WORDS],
+    first: AtomicUsize,
+    words: [AtomicUsize; LOOM_SLOTS / WORD_BITS],
 }
 
 #[cfg(loom)]
 impl Map {
     fn new() -> Map {
         Map {
-            tags: core::array::from_fn(|_| AtomicUsize::new(0)),
+            first: AtomicUsize::new(0),
             words: core::array::from_fn(|_| AtomicUsize::new(0)),
         }
     }
 
-    fn word(&self, w: usize) -> Option<&AtomicUsize> {
-        let i = w % LOOM_WORDS;
-        (self.tags[i].load(Ordering::Acquire) == w + 1).then_some(&self.words[i])
+    fn at(&self, first: usize, s: usize) -> Option<(&AtomicUsize, usize)> {
+        let r = s.wrapping_sub(first.checked_sub(1)?);
+        (r < LOOM_SLOTS).then(|| (&self.words[r / WORD_BITS], 1 << (r % WORD_BITS)))
     }
 
-    fn word_mut(&self, w: usize, _locked: &mut Locked) -> Option<&AtomicUsize> {
-        let i = w % LOOM_WORDS;
-        let tag = self.tags[i].load(Ordering::Relaxed);
-        if tag == 0 {
-            // Only lock holders write tags, and we hold the lock.
-            self.tags[i].store(w + 1, Ordering::Release);
-        } else if tag != w + 1 {
-            return None;
+    fn bit(&self, s: usize) -> Option<(&AtomicUsize, usize)> {
+        self.at(self.first.load(Ordering::Acquire), s)
+    }
+
+    fn bit_mut(&self, s: usize, _locked: &mut Locked) -> Option<(&AtomicUsize, usize)> {
+        let mut first = self.first.load(Ordering::Relaxed);
+        if first == 0 {
+            // Only lock holders write `first`, and we hold the lock.
+            first = s + 1;
+            self.first.store(first, Ordering::Release);
         }
-        Some(&self.words[i])
+        self.at(first, s)
     }
 }
 
@@ -146,12 +148,12 @@ pub(crate) fn contains(addr: usize) -> bool {
     let Some(s) = slot(addr) else {
         return false;
     };
-    let Some(word) = MAP.word(s / WORD_BITS) else {
+    let Some((word, bit)) = MAP.bit(s) else {
         return false;
     };
     // Relaxed suffices: a block's bit was set before the block was handed out, and the caller's
     // possession of the block orders that store before this load.
-    word.load(Ordering::Relaxed) & (1 << (s % WORD_BITS)) != 0
+    word.load(Ordering::Relaxed) & bit != 0
 }
 
 /// Publishes the arena mapped at `base` (1 MiB-aligned). False when it cannot be published (the
@@ -161,10 +163,10 @@ pub(crate) fn insert(locked: &mut Locked, base: *mut u8) -> bool {
     let Some(s) = slot(base.addr()) else {
         return false;
     };
-    let Some(word) = MAP.word_mut(s / WORD_BITS, locked) else {
+    let Some((word, bit)) = MAP.bit_mut(s, locked) else {
         return false;
     };
-    word.fetch_or(1 << (s % WORD_BITS), Ordering::Release);
+    word.fetch_or(bit, Ordering::Release);
     true
 }
 
@@ -173,8 +175,8 @@ pub(crate) fn remove(locked: &mut Locked, base: *mut u8) {
     let Some(s) = slot(base.addr()) else {
         return;
     };
-    if let Some(word) = MAP.word_mut(s / WORD_BITS, locked) {
-        word.fetch_and(!(1 << (s % WORD_BITS)), Ordering::Release);
+    if let Some((word, bit)) = MAP.bit_mut(s, locked) {
+        word.fetch_and(!bit, Ordering::Release);
     }
 }
 

@@ -24,9 +24,9 @@
 //! `malloc_usable_size`).
 //!
 //! ## Ownership without a size
-//! `free(p)` asks [`smallarena::raw::owns`], a lock-free two-level radix map over arena addresses
-//! (arenas are 1 MiB-aligned), which blocks are ours; the pool header (at `p` rounded down to
-//! 16 KiB) holds the size class. Foreign pointers (large blocks, blocks made before a mode was
+//! `free(p)` asks [`smallarena::raw::owns`], a lock-free bitmap over 1 MiB arena slots (one load
+//! and a bit test; null is never ours), once per call, which blocks are ours; the pool header
+//! (at `p` rounded down to 16 KiB) holds the block size. Foreign pointers (large blocks, blocks made before a mode was
 //! decided never exist: the mode is decided on the first call) go to `__libc_free`.
 //!
 //! ## Under Valgrind
