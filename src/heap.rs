@@ -17,7 +17,7 @@ use crate::arena::Locked;
 use crate::os;
 use crate::pool::{fault, Block, Fault, Pool, NO_CLASS};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
-use crate::sync::{global, tls, tls_ptr, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{global, tls, tls_ptr, AtomicBool, LoadPtr, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
@@ -263,7 +263,7 @@ pub(crate) fn exit_current() {
 /// This thread's heap, or null.
 #[inline(always)]
 fn current() -> *mut Heap {
-    CURRENT.try_with(|c| c.get()).unwrap_or(null_mut())
+    CURRENT.load_ptr()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,30 +273,51 @@ fn current() -> *mut Heap {
 /// Allocates a block for a small request (`is_small(size, align)`). Null on out-of-memory.
 #[inline(always)]
 pub(crate) fn alloc(size: usize) -> *mut u8 {
-    alloc_generic::<false>(size)
+    alloc_sized::<false>(class_of(size), size)
 }
 
 /// Like [`alloc`], and the block reads as zeros.
 #[inline(always)]
 pub(crate) fn alloc_zeroed(size: usize) -> *mut u8 {
-    alloc_generic::<true>(size)
+    alloc_sized::<true>(class_of(size), size)
 }
 
+/// A block of `class` (`< CLASS_COUNT`), zeroed if `ZERO`, counted as `size` requested bytes
+/// (what the matching [`free`] will be told). Null on out-of-memory.
 #[inline(always)]
-fn alloc_generic<const ZERO: bool>(size: usize) -> *mut u8 {
+pub(crate) fn alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     let heap = current();
     if heap.is_null() {
-        return alloc_without_heap::<ZERO>(size);
+        return alloc_without_heap::<ZERO>(class, size);
     }
     // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
-    unsafe { alloc_in::<ZERO>(heap, size) }
+    unsafe { alloc_in::<ZERO, false>(heap, class, size) }
 }
 
+/// The fast path of [`alloc_sized`] alone: null, having changed nothing, when the calling thread
+/// has no heap or the head pool of `class` has no block ready (then [`alloc_sized`] serves it).
+/// For a caller whose own fallback must not keep the request alive across a call.
+#[inline(always)]
+pub(crate) fn try_alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
+    let heap = current();
+    if heap.is_null() {
+        return null_mut();
+    }
+    // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
+    unsafe { alloc_in::<ZERO, true>(heap, class, size) }
+}
+
+/// Serves `class` (`< CLASS_COUNT`) from the head pool; when it has no block ready, the slow
+/// path (or null, if `FAST_ONLY`).
+///
 /// # Safety
 /// `heap` is used by the calling thread only.
 #[inline(always)]
-unsafe fn alloc_in<const ZERO: bool>(heap: *mut Heap, size: usize) -> *mut u8 {
-    let class = class_of(size);
+unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
+    heap: *mut Heap,
+    class: usize,
+    size: usize,
+) -> *mut u8 {
     // SAFETY: the heap is ours; class < CLASS_COUNT; the list head is a live pool of ours or the
     // read-only sentinel, whose free list is null and bump == end, so it is never written here.
     unsafe {
@@ -311,6 +332,9 @@ unsafe fn alloc_in<const ZERO: bool>(heap: *mut Heap, size: usize) -> *mut u8 {
         } else {
             let p = (*pool).bump;
             if p >= (*pool).end {
+                if FAST_ONLY {
+                    return null_mut();
+                }
                 return alloc_slow::<ZERO>(heap, class, size);
             }
             (*pool).bump = p.add(block_size(class));
@@ -516,7 +540,7 @@ unsafe fn inc_used(pool: *mut Pool) {
 
 #[cold]
 #[inline(never)]
-fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
+fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     let state = STATE.try_with(|s| s.get()).unwrap_or(DEAD);
     if state != DEAD {
         let heap = acquire_heap();
@@ -531,13 +555,13 @@ fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
             let _ = CURRENT.try_with(|c| c.set(null_mut()));
             let _ = STATE.try_with(|s| s.set(DEAD));
             // SAFETY: the heap is ours and we are done with it.
-            let p = unsafe { alloc_in::<ZERO>(heap, size) };
+            let p = unsafe { alloc_in::<ZERO, false>(heap, class, size) };
             // SAFETY: as above.
             unsafe { abandon(heap) };
             return p;
         }
         // SAFETY: the heap is now this thread's.
-        return unsafe { alloc_in::<ZERO>(heap, size) };
+        return unsafe { alloc_in::<ZERO, false>(heap, class, size) };
     }
     // The thread is past its last exit hook: borrow a heap for this one allocation and abandon it
     // again, so the block still comes from the arena and any thread can free it.
@@ -547,7 +571,7 @@ fn alloc_without_heap<const ZERO: bool>(size: usize) -> *mut u8 {
     }
     // SAFETY: we popped the heap under the lock, so it is ours until we abandon it.
     unsafe {
-        let p = alloc_in::<ZERO>(heap, size);
+        let p = alloc_in::<ZERO, false>(heap, class, size);
         abandon(heap);
         p
     }
@@ -568,7 +592,7 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
             }
             collect_remote(pool);
             if !(*pool).free.is_null() || (*pool).bump < (*pool).end {
-                return alloc_in::<ZERO>(heap, size);
+                return alloc_in::<ZERO, false>(heap, class, size);
             }
             unlink(heap, class, pool);
             (*pool).full = true;
@@ -591,7 +615,7 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
         }
         Pool::assign(pool, class, heap.cast());
         link_front(heap, class, pool);
-        alloc_in::<ZERO>(heap, size)
+        alloc_in::<ZERO, false>(heap, class, size)
     }
 }
 

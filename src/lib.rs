@@ -35,7 +35,7 @@
 //! - `env`: every `SMALLARENA_*` environment variable, read and parsed in one place.
 //! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
 //! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
-//! - `registry`: which addresses are arena memory, a lock-free radix map over arena addresses.
+//! - `registry`: which addresses are arena memory, a lock-free bitmap over arena addresses.
 //! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
 //!   `smallarena-preload` crate).
 //!

@@ -17,7 +17,7 @@
 //!   `used == 0` and the remote word is 0: then no block of it is live anywhere, so no remote free
 //!   for it can be in flight, and it can safely be reused for another size class.
 
-use crate::size_class::block_size;
+use crate::size_class::{block_size, GRANULE};
 use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use core::ptr::null_mut;
 
@@ -84,6 +84,9 @@ pub struct Pool {
     check_cap: u32,
     /// Size class served, or [`NO_CLASS`].
     pub class: AtomicU8,
+    /// The block size of the class served in granules (16 bytes), 0 when it serves none; written
+    /// like `check_mul` ([`Pool::block_size`]).
+    granules: u8,
     /// Unlinked because it was full (see type invariants).
     pub full: bool,
     /// The bump region is known to be zeroed (fresh from the OS).
@@ -116,7 +119,8 @@ const ROT: u32 = 9;
 /// 2^32, `x * inv` is `q * 2^s` exactly when `x = q * bs`; otherwise either its low `s` bits are not
 /// all zero or its bits above them are at least `(2^(32-s) - 1) / m`, far beyond any block index.
 /// Scaled by `2^(ROT-s)` and rotated right by `ROT`, every valid offset gives its block index and
-/// every other (including the header's offsets, which wrap below 0) gives at least 2^18.
+/// every other gives at least 2^18 (the header's offsets are taken modulo the pool size, past the
+/// last block: see [`Pool::is_block`]).
 const fn check_mul(class: usize) -> u32 {
     let bs = block_size(class) as u32;
     let s = bs.trailing_zeros();
@@ -208,6 +212,7 @@ impl Pool {
                 check_mul: 0,
                 check_cap: 0,
                 class: AtomicU8::new(NO_CLASS),
+                granules: 0,
                 full: false,
                 fresh: false,
                 remote: RemoteSide {
@@ -260,6 +265,7 @@ impl Pool {
             (*pool).remote.count.store(0, Ordering::Relaxed);
             (*pool).check_mul = check_mul(class);
             (*pool).check_cap = cap as u32;
+            (*pool).granules = (bs / GRANULE) as u8;
             (*pool).class.store(class as u8, Ordering::Relaxed);
             (*pool).owner.store(owner, Ordering::Release);
         }
@@ -272,11 +278,25 @@ impl Pool {
     /// `pool` is `Pool::of(p)`, a mapped pool header (see `check_mul` for when it may be read).
     #[inline(always)]
     pub unsafe fn is_block(pool: *const Pool, p: *const u8) -> bool {
-        // Offset from the first block, modulo 2^32: the header's offsets wrap to near 2^32.
-        let x = (p.addr().wrapping_sub(POOL_HEADER) as u32).wrapping_sub(pool.addr() as u32);
+        // Offset from the first block, modulo the pool size: the header's offsets wrap to the
+        // pool's last `POOL_HEADER` bytes, past the end of its last block (`check_cap` blocks of
+        // the class end at most at `POOL_SIZE - POOL_HEADER`), so they fail like any offset there.
+        let x = (p.addr().wrapping_sub(POOL_HEADER) & (POOL_SIZE - 1)) as u32;
         // SAFETY: per the caller.
         let (mul, cap) = unsafe { ((*pool).check_mul, (*pool).check_cap) };
         x.wrapping_mul(mul).rotate_right(ROT) < cap
+    }
+
+    /// The block size of the class the pool serves, 0 when it serves none: one byte load, for a
+    /// caller that has a block but not its size.
+    ///
+    /// # Safety
+    /// `pool` is a mapped pool header, read while one of its blocks is live (the value is written
+    /// only while none is, when the pool is set up for a class or leaves it).
+    #[inline(always)]
+    pub unsafe fn block_size(pool: *const Pool) -> usize {
+        // SAFETY: per the caller.
+        usize::from(unsafe { (*pool).granules }) * GRANULE
     }
 
     /// The pool stops serving its class (cached empty in a heap, or back in its arena): no pointer
@@ -290,6 +310,7 @@ impl Pool {
             (*pool).class.store(NO_CLASS, Ordering::Relaxed);
             (*pool).check_cap = 0;
             (*pool).check_mul = 0;
+            (*pool).granules = 0;
             // Its blocks were handed out: no longer known to be zero.
             (*pool).fresh = false;
         }

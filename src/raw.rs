@@ -4,7 +4,7 @@
 //! `free(p)` does not. This module serves that world:
 //!
 //! * [`owns`] tells in constant time, without a lock, whether a pointer lies in one of smallarena's
-//!   arenas (a radix map over arena addresses, updated when arenas are mapped and unmapped), so a
+//!   arenas (a bitmap over arena addresses, updated when arenas are mapped and unmapped), so a
 //!   caller can send every foreign pointer to the allocator that made it;
 //! * [`usable_size`] reads the block size from the pool header of an owned pointer;
 //! * [`alloc`]/[`alloc_zeroed`] serve *small* requests (`size <= 512`; every block is 16-byte
@@ -42,14 +42,13 @@
 //! ```
 
 use crate::pool::Pool;
-use crate::size_class::{block_size, class_of, MAX_SMALL};
-use crate::sync::Ordering;
+use crate::size_class::{block_size, class_of, GRANULE, MAX_SMALL};
 use crate::{heap, mode, registry};
 
 /// Whether `p` points into one of smallarena's arenas, i.e. was (or could have been) returned by
 /// [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including null and pointers
 /// from other allocators; lock-free, constant time, never allocates.
-#[inline]
+#[inline(always)]
 pub fn owns(p: *const u8) -> bool {
     registry::contains(p.addr())
 }
@@ -80,10 +79,9 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
 unsafe fn class_size(p: *const u8) -> usize {
     let pool = Pool::of(p.cast_mut());
     // SAFETY: arena pool headers are mapped; a live block's pool serves the block's class while
-    // the block is live (only its owner rewrites `class`, and only once the pool is empty). For a
-    // pool serving no class the size is meaningless, and `heap::free` rejects the pointer.
-    let class = unsafe { (*pool).class.load(Ordering::Relaxed) };
-    block_size(class as usize)
+    // the block is live (see `Pool::block_size`). For a pool serving no class the size is 0, and
+    // `heap::free` rejects the pointer.
+    unsafe { Pool::block_size(pool) }
 }
 
 /// A block of at least `size` bytes (a unique block for `size == 0`), 16-byte aligned, from the
@@ -92,7 +90,7 @@ unsafe fn class_size(p: *const u8) -> usize {
 #[inline]
 pub fn alloc(size: usize) -> *mut u8 {
     match arena_class(size) {
-        Some(class) => heap::alloc(block_size(class)),
+        Some(class) => heap::alloc_sized::<false>(class, block_size(class)),
         None => core::ptr::null_mut(),
     }
 }
@@ -101,9 +99,53 @@ pub fn alloc(size: usize) -> *mut u8 {
 #[inline]
 pub fn alloc_zeroed(size: usize) -> *mut u8 {
     match arena_class(size) {
-        Some(class) => heap::alloc_zeroed(block_size(class)),
+        Some(class) => heap::alloc_sized::<true>(class, block_size(class)),
         None => core::ptr::null_mut(),
     }
+}
+
+/// The fast path of [`alloc`] alone, for a `malloc` whose fallback is another allocator: a block
+/// when the calling thread's pool for the class has one ready, else null, having done nothing
+/// (the first request of a thread or of a class, a pool run dry, `size` 0 or above 512, a mode
+/// other than `Arena`, or one not decided yet). A caller then calls [`alloc`], and its own
+/// allocator if that is null too.
+///
+/// It makes no call and needs no stack, so a caller that tail-calls its fallback out of line
+/// keeps nothing alive across a call on its fast path:
+///
+/// ```
+/// # use smallarena::raw;
+/// fn my_malloc(size: usize) -> *mut u8 {
+///     let p = raw::try_alloc(size);
+///     if !p.is_null() {
+///         return p;
+///     }
+///     my_malloc_slow(size)
+/// }
+/// #[inline(never)]
+/// fn my_malloc_slow(size: usize) -> *mut u8 {
+///     let p = raw::alloc(size);
+///     if p.is_null() {
+///         // ... the caller's own allocator
+///     }
+///     p
+/// }
+/// let p = my_malloc(40);
+/// if !p.is_null() {
+///     // SAFETY: a live block from `raw`, freed once.
+///     unsafe { raw::free(p) };
+/// }
+/// ```
+#[inline(always)]
+pub fn try_alloc(size: usize) -> *mut u8 {
+    // One compare for both `size == 0` (served by `alloc`, as class 0) and `size > MAX_SMALL`.
+    if size.wrapping_sub(1) >= MAX_SMALL || !mode::is_arena() {
+        return core::ptr::null_mut();
+    }
+    // For 1 <= size <= MAX_SMALL, the block size of `class_of(size)`, in two instructions.
+    let block = (size + (GRANULE - 1)) & !(GRANULE - 1);
+    debug_assert_eq!(block, block_size(class_of(size)));
+    heap::try_alloc_sized::<false>(class_of(size), block)
 }
 
 /// Frees an arena block, from any thread.
@@ -115,7 +157,10 @@ pub fn alloc_zeroed(size: usize) -> *mut u8 {
 /// # Safety
 /// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since; or at least a
 /// pointer for which [`owns`] is true (then the checks above apply).
-#[inline]
+///
+/// Always inlined, so that a `free` that has just asked [`owns`] goes straight to the heap: no
+/// call, and no second ownership test.
+#[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: per the caller, an arena pointer; its class gives the size it was served with, and
     // `heap::free` checks it.

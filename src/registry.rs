@@ -1,25 +1,25 @@
-//! Which addresses belong to the arena: a lock-free radix map over arena addresses.
+//! Which addresses belong to the arena: a lock-free bitmap over arena addresses.
 //!
 //! `free(p)` in the `LD_PRELOAD` library ([`crate::raw`]) gets no size and no layout, so it must
 //! find out, in constant time and without any lock, whether `p` lies in one of our arenas (then
 //! its pool header tells the size class) or came from libc. Arenas are 1 MiB-aligned mappings, so
-//! a pointer's arena is named by its address bits above bit 20; this map keeps one bit per
-//! possible arena, in two levels, the scheme CPython 3.10+ uses for obmalloc's `address_in_range`.
+//! a pointer's arena is named by its address bits above bit 20 (its *slot*); this map keeps one
+//! bit per possible slot in a single flat array, so a lookup is a shift, a bounds compare, one
+//! load and a bit test (the radix map CPython 3.10+ uses for obmalloc's `address_in_range`,
+//! flattened to one level).
 //!
-//! On 64-bit targets the map covers addresses below 2^48 ([`ADDRESS_BITS`]):
+//! On 64-bit targets the map covers addresses below 2^48 ([`ADDRESS_BITS`]): 2^28 slots, a
+//! 32 MiB bitmap in `.bss`. That is address space, not memory: the kernel backs a page of it
+//! only once a bit in it is set, and one 4 KiB page covers 32 GiB of addresses, so the one or
+//! two pages around the `mmap` area are all a process ever touches (the same cost as the leaves
+//! of a two-level map, without the second load and its null test). On 32-bit targets it covers
+//! the whole 4 GiB address space in 4096 bits (512 bytes).
 //!
-//! * level 1, [`ROOT`]: 8192 pointers indexed by address bits 47..35;
-//! * level 2, a [`Leaf`]: a 4 KiB bitmap of 32768 bits indexed by bits 34..20.
-//!
-//! On 32-bit targets it covers the whole 4 GiB address space: the root has a single entry and
-//! its one leaf holds 4096 bits (512 bytes), indexed by bits 31..20.
-//!
-//! Leaves are mapped lazily from the OS (never through an allocator, one page each) the first
-//! time an arena in their span is published, and never freed, so a lookup can always read a leaf
-//! it found. On 64-bit targets, addresses at or above 2^48 (none on x86-64 or AArch64 Linux with
-//! 4-level paging, which is every mapping made without an explicit high hint) cannot be
-//! published: mapping such an arena fails as if the OS had refused memory, and a lookup of such
-//! an address answers "not ours".
+//! On 64-bit targets, addresses at or above 2^48 (none on x86-64 or AArch64 Linux with 4-level
+//! paging, nor with 5-level paging for any mapping made without an explicit high hint) cannot
+//! be published: mapping such an arena fails as if the OS had refused memory, and a lookup of
+//! such an address answers "not ours". Null and every address in the first 1 MiB answer "not
+//! ours" too (no arena can be mapped at address 0), so a caller needs no separate null test.
 //!
 //! Publication is ordered with the arena's life: [`insert`] runs under the arena lock when an
 //! arena has been mapped, before any pool of it is handed out, and [`remove`] runs under the lock
@@ -28,165 +28,178 @@
 //! two), and the bit stays set while the block is live. A pointer from libc can never lie in a
 //! live arena; its bit may only be set if the kernel later gives that address range to one of our
 //! arenas, which requires libc to have unmapped it first, i.e. the libc block is dead.
+//!
+//! Under loom (whose atomics cannot fill 32 MiB) the same protocol runs on a small window of
+//! slots, those of loom's one arena reservation; a lookup outside it answers "not ours" (see
+//! [`Map`]).
 
 use crate::arena::{Locked, ARENA_SIZE};
-use crate::os;
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
-use core::ptr::null_mut;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// log2 of the arena size: the address bits below this are the offset inside an arena.
 const ARENA_BITS: u32 = ARENA_SIZE.trailing_zeros();
 /// Address bits covered by the map: 48 on 64-bit targets (the user address space of 4-level
 /// paging), all of them (32) on 32-bit targets.
-const ADDRESS_BITS: u32 = if usize::BITS < 48 { usize::BITS } else { 48 };
-/// log2 of the arenas one leaf covers: a page of bits (2^15), or the whole address space when
-/// that is smaller (2^12 arenas on 32-bit targets).
-const LEAF_BITS: u32 = if ADDRESS_BITS - ARENA_BITS < 15 {
-    ADDRESS_BITS - ARENA_BITS
+/// Under Miri, 36 on 64-bit targets (64 GiB, far above what Miri's addresses reach in the
+/// tests): Miri tracks every byte of a static, and a 32 MiB one makes each test process take
+/// minutes and gigabytes.
+const ADDRESS_BITS: u32 = if usize::BITS < 48 {
+    usize::BITS
+} else if cfg!(miri) {
+    36
 } else {
-    15
+    48
 };
-/// Arenas covered by one leaf: one bit each.
-const LEAF_ARENAS: usize = 1 << LEAF_BITS;
-/// Size of a leaf's bitmap.
-const LEAF_BYTES: usize = LEAF_ARENAS / 8;
-/// Bytes mapped for a leaf: one page (of the smallest page size; the OS rounds up).
-const LEAF_MAP: usize = 4096;
-/// Address bits a leaf covers (bits `ARENA_BITS..LEAF_SHIFT`).
-const LEAF_SHIFT: u32 = ARENA_BITS + LEAF_BITS;
-/// Entries of the root (bits `LEAF_SHIFT..ADDRESS_BITS`).
-const ROOT_LEN: usize = 1 << (ADDRESS_BITS - LEAF_SHIFT);
+/// Arena slots covered: one per `ARENA_SIZE` of the covered address space.
+const SLOTS: usize = 1 << (ADDRESS_BITS - ARENA_BITS);
 /// Bits in a bitmap word.
 const WORD_BITS: usize = usize::BITS as usize;
-/// Words in a leaf.
-const LEAF_WORDS: usize = LEAF_ARENAS / WORD_BITS;
+/// Words in the map.
+const WORDS: usize = SLOTS / WORD_BITS;
 
-const _: () = assert!(core::mem::size_of::<Leaf>() == LEAF_BYTES && LEAF_BYTES <= LEAF_MAP);
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(LEAF_SHIFT == 35 && ROOT_LEN == 8192 && LEAF_BYTES == 4096);
+#[cfg(all(target_pointer_width = "64", not(miri)))]
+const _: () = assert!(SLOTS == 1 << 28 && WORDS * 8 == 32 << 20);
 #[cfg(target_pointer_width = "32")]
-const _: () = assert!(LEAF_SHIFT == 32 && ROOT_LEN == 1 && LEAF_BYTES == 512);
+const _: () = assert!(SLOTS == 4096 && WORDS * 4 == 512);
 
-/// A second-level node: one bit per 1 MiB arena slot of a 32 GiB span (64-bit targets) or of the
-/// whole 4 GiB address space (32-bit targets).
+/// The bitmap.
 ///
 /// Invariants:
-/// * Bit `i` of the leaf for root index `r` is set exactly while an arena is mapped at address
-///   `(r << LEAF_SHIFT) | (i << ARENA_BITS)` and published (between [`insert`] and [`remove`]).
+/// * Bit `s % WORD_BITS` of word `s / WORD_BITS` is set exactly while an arena is mapped at
+///   address `s << ARENA_BITS` and published (between [`insert`] and [`remove`]).
 /// * Bits are written only under the arena lock (with atomic RMWs, since readers load the words
 ///   concurrently); they are read from any thread without the lock.
-/// * A leaf lives at the start of its own zero-initialised page mapping that is never unmapped.
+#[cfg(not(loom))]
 #[repr(C)]
-struct Leaf {
-    words: [AtomicUsize; LEAF_WORDS],
-}
+struct Map([AtomicUsize; WORDS]);
 
-/// The first level.
-///
-/// Invariants:
-/// * Each entry is null or points to a [`Leaf`]; an entry goes from null to a leaf once, under
-///   the arena lock (with `Release`), and never changes again.
-struct Root([AtomicPtr<Leaf>; ROOT_LEN]);
-
-impl Root {
-    #[cfg(not(loom))]
-    const fn new() -> Root {
-        Root([const { AtomicPtr::new(null_mut()) }; ROOT_LEN])
+#[cfg(not(loom))]
+impl Map {
+    /// The word holding slot `s`'s bit, and the bit, for a lookup.
+    #[inline(always)]
+    fn bit(&self, s: usize) -> Option<(&AtomicUsize, usize)> {
+        // `s < SLOTS` for every slot `slot` returns: no bounds check is compiled in.
+        Some((self.0.get(s / WORD_BITS)?, 1 << (s % WORD_BITS)))
     }
 
-    #[cfg(loom)]
-    fn new() -> Root {
-        Root(core::array::from_fn(|_| AtomicPtr::new(null_mut())))
+    /// The same, to set or clear the bit (under the lock).
+    fn bit_mut(&self, s: usize, _locked: &mut Locked) -> Option<(&AtomicUsize, usize)> {
+        self.bit(s)
     }
 }
 
+#[cfg(not(loom))]
 crate::sync::global! {
-    /// The root of the map (64 KiB of zeros in `.bss` on 64-bit targets, one pointer on 32-bit).
-    static ROOT: Root = Root::new();
+    /// The map: all zeros in `.bss` (32 MiB of address space on 64-bit targets, see the module
+    /// documentation for why that costs a page or two of memory).
+    static MAP: Map = Map([const { AtomicUsize::new(0) }; WORDS]);
 }
 
-/// Splits an address into (root index, word index, bit mask), or `None` above the covered range.
-#[inline(always)]
-fn split(addr: usize) -> Option<(usize, usize, usize)> {
-    // `checked_shr` because ADDRESS_BITS and LEAF_SHIFT are the full width on 32-bit targets
-    // (every address is covered and the root index is always 0), where `>>` would overflow;
-    // with a constant shift it compiles to a plain shift, or to nothing.
-    if addr.checked_shr(ADDRESS_BITS).is_some_and(|high| high != 0) {
-        return None;
+/// Slots of the loom stand-in: its arenas come from one 256 MiB reservation (`os.rs`).
+#[cfg(loom)]
+const LOOM_SLOTS: usize = 256;
+
+/// The loom stand-in: bits for the `LOOM_SLOTS` slots from the first one ever published
+/// (`first - 1`, set once under the lock with `Release`; 0 before). Every lookup loads `first`,
+/// and only a slot in that range loads a word, so the atomics a lookup touches do not depend on
+/// where loom's thread stacks happen to be (a model must be deterministic).
+#[cfg(loom)]
+struct Map {
+    first: AtomicUsize,
+    words: [AtomicUsize; LOOM_SLOTS / WORD_BITS],
+}
+
+#[cfg(loom)]
+impl Map {
+    fn new() -> Map {
+        Map {
+            first: AtomicUsize::new(0),
+            words: core::array::from_fn(|_| AtomicUsize::new(0)),
+        }
     }
-    let r = addr.checked_shr(LEAF_SHIFT).unwrap_or(0);
-    let i = (addr >> ARENA_BITS) & (LEAF_ARENAS - 1);
-    Some((r, i / WORD_BITS, 1 << (i % WORD_BITS)))
+
+    fn at(&self, first: usize, s: usize) -> Option<(&AtomicUsize, usize)> {
+        let r = s.wrapping_sub(first.checked_sub(1)?);
+        (r < LOOM_SLOTS).then(|| (&self.words[r / WORD_BITS], 1 << (r % WORD_BITS)))
+    }
+
+    fn bit(&self, s: usize) -> Option<(&AtomicUsize, usize)> {
+        self.at(self.first.load(Ordering::Acquire), s)
+    }
+
+    fn bit_mut(&self, s: usize, _locked: &mut Locked) -> Option<(&AtomicUsize, usize)> {
+        let mut first = self.first.load(Ordering::Relaxed);
+        if first == 0 {
+            // Only lock holders write `first`, and we hold the lock.
+            first = s + 1;
+            self.first.store(first, Ordering::Release);
+        }
+        self.at(first, s)
+    }
 }
 
-/// Whether `addr` lies inside a published arena. Lock-free: two loads and a bit test.
-#[inline]
+#[cfg(loom)]
+crate::sync::global! {
+    static MAP: Map = Map::new();
+}
+
+/// The arena slot of `addr`, or `None` above the covered range.
+#[inline(always)]
+fn slot(addr: usize) -> Option<usize> {
+    // On 32-bit targets every address is covered and the compare folds away.
+    let s = addr >> ARENA_BITS;
+    (s < SLOTS).then_some(s)
+}
+
+/// Whether `addr` lies inside a published arena. Lock-free: a load and a bit test.
+#[inline(always)]
 pub(crate) fn contains(addr: usize) -> bool {
-    let Some((r, w, bit)) = split(addr) else {
+    let Some(s) = slot(addr) else {
         return false;
     };
-    let leaf = ROOT.0[r].load(Ordering::Acquire);
-    if leaf.is_null() {
+    let Some((word, bit)) = MAP.bit(s) else {
         return false;
-    }
-    // SAFETY: non-null root entries point to leaves that are never unmapped (type invariants);
-    // the Acquire load above makes the leaf's initial zeros visible.
-    let words = unsafe { &(*leaf).words };
+    };
     // Relaxed suffices: a block's bit was set before the block was handed out, and the caller's
     // possession of the block orders that store before this load.
-    words[w].load(Ordering::Relaxed) & bit != 0
+    word.load(Ordering::Relaxed) & bit != 0
 }
 
 /// Publishes the arena mapped at `base` (1 MiB-aligned). False when it cannot be published (the
-/// address is beyond the map or a leaf could not be mapped); the caller must then not use it.
-pub(crate) fn insert(_locked: &mut Locked, base: *mut u8) -> bool {
+/// address is beyond the map); the caller must then not use it.
+pub(crate) fn insert(locked: &mut Locked, base: *mut u8) -> bool {
     debug_assert_eq!(base.addr() & (ARENA_SIZE - 1), 0);
-    let Some((r, w, bit)) = split(base.addr()) else {
+    let Some(s) = slot(base.addr()) else {
         return false;
     };
-    let slot = &ROOT.0[r];
-    let mut leaf = slot.load(Ordering::Acquire);
-    if leaf.is_null() {
-        leaf = os::map_aligned(LEAF_MAP, LEAF_MAP).cast::<Leaf>();
-        if leaf.is_null() {
-            return false;
-        }
-        // Construct the words in place: zeroed memory already is a valid `Leaf` natively, but
-        // under loom each atomic must be created inside the model.
-        for i in 0..LEAF_WORDS {
-            // SAFETY: the fresh mapping (LEAF_MAP >= LEAF_BYTES bytes, page-aligned) holds
-            // LEAF_WORDS words, ours alone until published below.
-            unsafe { core::ptr::addr_of_mut!((*leaf).words[i]).write(AtomicUsize::new(0)) };
-        }
-        // Only lock holders write root entries, and we hold the lock: nobody raced us here.
-        slot.store(leaf, Ordering::Release);
-    }
-    // SAFETY: the leaf is live forever (type invariants); zeroed memory is a valid `Leaf`.
-    unsafe { (*leaf).words[w].fetch_or(bit, Ordering::Release) };
+    let Some((word, bit)) = MAP.bit_mut(s, locked) else {
+        return false;
+    };
+    word.fetch_or(bit, Ordering::Release);
     true
 }
 
 /// Withdraws the arena at `base` before it is unmapped. It must have been [`insert`]ed.
-pub(crate) fn remove(_locked: &mut Locked, base: *mut u8) {
-    let Some((r, w, bit)) = split(base.addr()) else {
+pub(crate) fn remove(locked: &mut Locked, base: *mut u8) {
+    let Some(s) = slot(base.addr()) else {
         return;
     };
-    let leaf = ROOT.0[r].load(Ordering::Acquire);
-    if leaf.is_null() {
-        return;
+    if let Some((word, bit)) = MAP.bit_mut(s, locked) {
+        word.fetch_and(!bit, Ordering::Release);
     }
-    // SAFETY: as in `insert`.
-    unsafe { (*leaf).words[w].fetch_and(!bit, Ordering::Release) };
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
-    /// A fake arena address far from anything the OS or Miri hands out, in the middle of a leaf:
+    /// A fake arena address far from anything the OS or Miri hands out, mid-word in the map:
     /// the map only does arithmetic on it, never dereferences it. 64-bit: bit 46 set.
-    #[cfg(target_pointer_width = "64")]
+    #[cfg(all(target_pointer_width = "64", not(miri)))]
     const FAKE: usize = 0x4000_0000_0000 + 77 * ARENA_SIZE;
+    /// Under Miri (64-bit), in the 36-bit map but beyond any address Miri hands the tests.
+    #[cfg(all(target_pointer_width = "64", miri))]
+    const FAKE: usize = 0x8_0000_0000 + 77 * ARENA_SIZE;
     /// 32-bit: the gap Linux keeps between the main thread's stack and the top of the `mmap`
     /// area (at least 128 MiB below the stack top, itself at most 8 MiB below 4 GiB on a 64-bit
     /// kernel), or kernel space on a 32-bit kernel with the usual 3 GiB split.
@@ -201,31 +214,31 @@ mod tests {
     }
 
     #[test]
-    fn split_covers_the_address_space() {
-        assert_eq!(split(0), Some((0, 0, 1)));
-        assert_eq!(split(ARENA_SIZE), Some((0, 0, 2)));
-        assert_eq!(split(ARENA_SIZE * WORD_BITS), Some((0, 1, 1)));
-        let last = Some((ROOT_LEN - 1, LEAF_WORDS - 1, 1 << (WORD_BITS - 1)));
-        // The highest covered address is in the last bit of the last leaf...
+    fn slots_cover_the_address_space() {
+        assert_eq!(slot(0), Some(0));
+        assert_eq!(slot(ARENA_SIZE - 1), Some(0));
+        assert_eq!(slot(ARENA_SIZE), Some(1));
+        assert_eq!(slot(ARENA_SIZE * WORD_BITS), Some(WORD_BITS));
+        // The highest covered address is in the last slot, the last bit of the last word.
         let top = usize::MAX >> (usize::BITS - ADDRESS_BITS);
-        assert_eq!(split(top), last);
-        assert_eq!(split(top - (ARENA_SIZE - 1)), last);
-        // ...and the second leaf starts where the first ends (64-bit; 32-bit has one leaf).
-        if ROOT_LEN > 1 {
-            assert_eq!(split(LEAF_ARENAS * ARENA_SIZE), Some((1, 0, 1)));
-        }
+        assert_eq!(slot(top), Some(SLOTS - 1));
+        assert_eq!(slot(top - (ARENA_SIZE - 1)), Some(SLOTS - 1));
+        assert_eq!((SLOTS - 1) / WORD_BITS, WORDS - 1);
         match BEYOND {
             Some(beyond) => {
-                assert_eq!(ADDRESS_BITS, 48);
-                assert_eq!(split(beyond), None);
-                assert_eq!(split(usize::MAX), None);
+                assert_eq!(ADDRESS_BITS, if cfg!(miri) { 36 } else { 48 });
+                assert_eq!(slot(beyond), None);
+                assert_eq!(slot(usize::MAX), None);
             }
             // 32-bit: every address is covered, the top one included.
             None => {
-                assert_eq!((ADDRESS_BITS, ROOT_LEN), (usize::BITS, 1));
-                assert_eq!(split(usize::MAX), last);
+                assert_eq!(ADDRESS_BITS, usize::BITS);
+                assert_eq!(slot(usize::MAX), Some(SLOTS - 1));
             }
         }
+        // Null and the first arena's worth of addresses are never ours.
+        assert!(!contains(0));
+        assert!(!contains(ARENA_SIZE - 1));
     }
 
     #[test]

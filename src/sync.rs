@@ -103,6 +103,29 @@ macro_rules! tls_ptr {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         struct $name;
 
+        impl $crate::sync::LoadPtr<$t> for $name {
+            #[inline(always)]
+            fn load_ptr(&'static self) -> *mut $t {
+                let v: *mut $t;
+                // SAFETY: loads this thread's word: its offset from the thread pointer (a GOT
+                // entry the loader fills) read, then the word itself through `fs`. Reads memory
+                // only (`readonly`: a store to the word in between is not crossed).
+                unsafe {
+                    core::arch::asm!(
+                        concat!(
+                            "mov {v}, qword ptr [rip + __smallarena_tls_",
+                            stringify!($name),
+                            "_v1@GOTTPOFF]"
+                        ),
+                        "mov {v}, qword ptr fs:[{v}]",
+                        v = out(reg) v,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
+                v
+            }
+        }
+
         impl $name {
             /// Calls `f` with this thread's cell; never fails (the word lives as long as the
             /// thread and has no destructor). The `Result` matches `LocalKey::try_with`.
@@ -136,6 +159,29 @@ macro_rules! tls_ptr {
     };
 }
 pub(crate) use tls_ptr;
+
+/// The value of a [`tls_ptr!`] thread-local, for the fast paths: null when the thread-local is
+/// gone (never, for a const-initialised `Cell` without destructor). The initial-exec variant
+/// reads it with one load through `fs`, no address computed.
+pub(crate) trait LoadPtr<T> {
+    /// This thread's pointer.
+    fn load_ptr(&'static self) -> *mut T;
+}
+
+#[cfg(not(loom))]
+impl<T: 'static> LoadPtr<T> for std::thread::LocalKey<core::cell::Cell<*mut T>> {
+    #[inline(always)]
+    fn load_ptr(&'static self) -> *mut T {
+        self.try_with(|c| c.get()).unwrap_or(core::ptr::null_mut())
+    }
+}
+
+#[cfg(loom)]
+impl<T: 'static> LoadPtr<T> for loom::thread::LocalKey<core::cell::Cell<*mut T>> {
+    fn load_ptr(&'static self) -> *mut T {
+        self.try_with(|c| c.get()).unwrap_or(core::ptr::null_mut())
+    }
+}
 
 /// A function that is `const` natively (loom's atomics have no const constructor).
 #[cfg(not(loom))]

@@ -24,9 +24,9 @@
 //! `malloc_usable_size`).
 //!
 //! ## Ownership without a size
-//! `free(p)` asks [`smallarena::raw::owns`], a lock-free two-level radix map over arena addresses
-//! (arenas are 1 MiB-aligned), which blocks are ours; the pool header (at `p` rounded down to
-//! 16 KiB) holds the size class. Foreign pointers (large blocks, blocks made before a mode was
+//! `free(p)` asks [`smallarena::raw::owns`], a lock-free bitmap over 1 MiB arena slots (one load
+//! and a bit test; null is never ours), once per call, which blocks are ours; the pool header
+//! (at `p` rounded down to 16 KiB) holds the block size. Foreign pointers (large blocks, blocks made before a mode was
 //! decided never exist: the mode is decided on the first call) go to `__libc_free`.
 //!
 //! ## Under Valgrind
@@ -104,6 +104,24 @@ fn set_errno(e: c_int) {
 /// Any size may be asked for; the block must be freed with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The fast path makes no call, so nothing is kept across one: everything else (a pool run
+    // dry, a thread's first request, size 0, large requests, modes other than Arena) goes to
+    // `malloc_slow` as a tail call.
+    let p = raw::try_alloc(size);
+    if !p.is_null() {
+        return p.cast();
+    }
+    // SAFETY: forwarding.
+    unsafe { malloc_slow(size) }
+}
+
+/// [`malloc`] beyond the fast path.
+///
+/// # Safety
+/// As for [`malloc`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     let p = raw::alloc(size);
     if !p.is_null() {
         return p.cast();
@@ -114,18 +132,18 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 
 /// Frees a block from any function of this library (or from glibc before it was loaded).
 ///
+/// One ownership test per call ([`raw::owns`], which also answers "not ours" for null: glibc's
+/// `free(NULL)` does nothing), then straight to the arena's free path, inlined.
+///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
     if raw::owns(p.cast()) {
         // SAFETY: a live block in our arena (per the caller, and owned per the registry).
         unsafe { raw::free(p.cast()) };
     } else {
-        // SAFETY: a live block that is not ours can only be glibc's.
+        // SAFETY: a live block that is not ours (or null) can only be glibc's.
         unsafe { __libc_free(p) };
     }
 }
