@@ -5,7 +5,7 @@
 //! free must reach the allocator that made its block, so the mode never changes afterwards.
 //!
 //! The automatic choice (`auto`, the default) is `System` under Valgrind, detected with a client
-//! request (see [`crate::valgrind`]), so that memcheck sees every block with exact stack traces, as
+//! request (the crate's `valgrind` module), so that memcheck sees every block with exact stack traces, as
 //! `PYTHONMALLOC=malloc` does for CPython; natively it is `Arena`. Without the `valgrind` cargo
 //! feature there is no detection and `auto` is always `Arena`.
 //!

@@ -16,7 +16,7 @@ use core::fmt;
 pub struct ClassStats {
     /// Block size of the class, in bytes.
     pub block_size: usize,
-    /// Pools currently serving this class (each [`POOL_SIZE`] bytes).
+    /// Pools currently serving this class (each 16 KiB).
     pub pools: usize,
     /// Blocks handed out and not yet freed.
     pub blocks_in_use: usize,

@@ -317,7 +317,7 @@ impl UrlCacheBuilder {
 }
 
 /// A bounded, thread-safe cache of [`split`](super::split) results keyed by (kind, exact
-/// input, options). See the [module source](self) notes for the design; in short: sharded
+/// input, options). See the notes at the top of `cache.rs` for the design; in short: sharded
 /// `RwLock`s, lock-free repeat hits through per-thread fronts validated by shard
 /// generations, CLOCK replacement, immutable `Arc`-shared entries, count and byte bounds,
 /// and a checked mode.
