@@ -228,6 +228,17 @@ fn latin1(field: &str, s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
 fn error_json(msg: &str) -> String {
     format!("{{\"error\": {}}}", json_str(msg))
 }
@@ -235,6 +246,13 @@ fn error_json(msg: &str) -> String {
 /// Answers one request line: `Ok(answer)` (a URL error included), or `Err(why)` for a bad
 /// request.
 fn request(line: &str) -> Result<String, String> {
+    // A derived struct also accepts a JSON array (its fields by position): only objects here.
+    if !line.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde_json::Value>(line) {
+            Err(e) => e.to_string(),
+            Ok(v) => format!("invalid type: {}, expected a JSON object", json_type(&v)),
+        });
+    }
     let req: Request = serde_json::from_str(line).map_err(|e| e.to_string())?;
     req.check()?;
     let scheme = req.scheme.as_deref().unwrap_or("");

@@ -2,7 +2,8 @@
 //! in a target directory of its own (the outer `cargo test` holds the main one), feeds it
 //! requests of every op and kind (latin-1 bytes and error cases included) and compares each
 //! answer line, as JSON, with the answer computed at test time by `python3`'s
-//! `urllib.parse` (CPython 3.11, the reference).
+//! `urllib.parse` (CPython 3.11, the reference). Bad input (malformed requests, lines that
+//! are not UTF-8) must be answered as such, not stop the tool, and make the exit status 1.
 //!
 //! Bytes that are not ASCII: CPython raises for them, the crate treats them as opaque. The
 //! oracle models "opaque" by mapping each such byte to a private-use character (which no
@@ -245,4 +246,180 @@ fn invalid_utf8_line_is_reported_not_truncated() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("line 2"), "stderr names the line: {stderr}");
     }
+}
+
+/// Runs the tool with `--jsonl` on `input`; returns (exit code, stdout lines, stderr).
+fn run_jsonl(input: &str) -> (Option<i32>, Vec<String>, String) {
+    let mut child = Command::new(tool())
+        .arg("--jsonl")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let lines = stdout.lines().map(str::to_owned).collect();
+    (
+        out.status.code(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Bad requests and the part of the answer that names the problem. Each one used to be
+/// answered as something else (a split of `""`, an "unknown op", a mangled URL) or silently
+/// accepted.
+const BAD_REQUESTS: &[(&str, &str)] = &[
+    (r#"{"op": split}"#, "expected value"),
+    (r#"{"op":"split","ur1":"http://x/"}"#, "unknown field `ur1`"),
+    (r#"{"op":"split","url":123}"#, "invalid type: integer `123`"),
+    (r#"{"op":"split","url":"a\q"}"#, "invalid escape"),
+    (
+        r#"{"op":"split","url":"http://a/"} x"#,
+        "trailing characters",
+    ),
+    (
+        r#"{"op":"split","url":"http://a/"}{}"#,
+        "trailing characters",
+    ),
+    (
+        r#"{"op":"split","url":"a","url":"b"}"#,
+        "duplicate field `url`",
+    ),
+    (
+        r#"{"op":"split","op":"split","url":"a"}"#,
+        "duplicate field `op`",
+    ),
+    (r#"{"op":"split"}"#, "missing field `url`"),
+    (r#"{"url":"http://a/"}"#, "missing field `op`"),
+    (r#"{}"#, "missing field `op`"),
+    (r#"{"op":"splat","url":"a"}"#, "unknown variant `splat`"),
+    (
+        r#"{"op":"split","kind":"text","url":"a"}"#,
+        "unknown variant `text`",
+    ),
+    (r#"{"op":"split","url":null}"#, "invalid type: null"),
+    (
+        r#"{"op":"split","url":"a","scheme":null}"#,
+        "invalid type: null",
+    ),
+    (
+        r#"{"op":"split","url":"a","allow_fragments":"no"}"#,
+        "invalid type: string",
+    ),
+    (r#"{"op":"join","url":"g"}"#, "missing field `base`"),
+    (
+        r#"{"op":"split","url":"g","base":"http://a/"}"#,
+        "`base` is not taken by op `split`",
+    ),
+    (
+        r#"{"op":"join","url":"g","base":"http://a/","scheme":"x"}"#,
+        "`scheme` is not taken",
+    ),
+    (
+        r#"{"op":"defrag","url":"g","allow_fragments":true}"#,
+        "`allow_fragments` is not taken",
+    ),
+    (
+        r#"{"op":"split","kind":"bytes","url":"\u0100"}"#,
+        "is not a byte",
+    ),
+    (r#"{"op":"split","url":"\ud800\u0041"}"#, "surrogate"),
+    (r#"["split","str","http://a/"]"#, "expected a JSON object"),
+    ("not json", "expected"),
+    ("{\"op\":\"split\",\"url\":\"http://a/", "EOF"),
+];
+
+const GOOD: &str = r#"{"op": "split", "url": "http://h/p?q#f"}"#;
+
+fn good_answer() -> Value {
+    json!({"scheme": "http", "netloc": "h", "path": "/p", "query": "q", "fragment": "f",
+           "username": null, "password": null, "hostname": "h", "port": null})
+}
+
+/// Each bad request alone: one "bad request" answer naming the problem, the next (valid) line
+/// still answered, exit status 1 and a summary on stderr.
+#[test]
+fn bad_request_is_answered_and_fails_the_run() {
+    for &(bad, why) in BAD_REQUESTS {
+        let (code, lines, stderr) = run_jsonl(&format!("{bad}\n{GOOD}\n"));
+        assert_eq!(code, Some(1), "{bad}: exit status");
+        assert_eq!(lines.len(), 2, "{bad}: one answer a line: {lines:?}");
+        let err: Value = serde_json::from_str(&lines[0]).expect("error answer is JSON");
+        let msg = err["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{bad}: {}", lines[0]));
+        assert!(msg.starts_with("bad request: "), "{bad}: {msg}");
+        assert!(msg.contains(why), "{bad}: {msg:?} should contain {why:?}");
+        assert_eq!(err.as_object().map(|o| o.len()), Some(1), "{bad}: {err}");
+        let next: Value = serde_json::from_str(&lines[1]).expect("answer is JSON");
+        assert_eq!(next, good_answer(), "{bad}: the line after it");
+        assert!(stderr.contains("line 1: bad request"), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("1 of 2 line(s) were bad"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+/// All the bad requests in one input, between valid ones: every line answered in order.
+#[test]
+fn bad_requests_do_not_stop_the_input() {
+    let mut input = String::new();
+    for &(bad, _) in BAD_REQUESTS {
+        input.push_str(&format!("{GOOD}\n{bad}\n"));
+    }
+    input.push_str(GOOD);
+    input.push('\n');
+    let (code, lines, stderr) = run_jsonl(&input);
+    assert_eq!(code, Some(1));
+    assert_eq!(lines.len(), 2 * BAD_REQUESTS.len() + 1, "{lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        let v: Value = serde_json::from_str(line).expect("answer is JSON");
+        if i % 2 == 0 {
+            assert_eq!(v, good_answer(), "line {}", i + 1);
+        } else {
+            let msg = v["error"].as_str().expect("error answer");
+            assert!(msg.starts_with("bad request: "), "line {}: {msg}", i + 1);
+        }
+    }
+    let n = BAD_REQUESTS.len();
+    assert!(
+        stderr.contains(&format!(
+            "{n} of {} line(s) were bad ({n} bad request(s)",
+            2 * n + 1
+        )),
+        "{stderr}"
+    );
+}
+
+/// Valid requests only (CPython's `ValueError` answers, blank lines and `\r\n` included):
+/// exit status 0, nothing on stderr.
+#[test]
+fn valid_requests_exit_zero() {
+    let input = format!(
+        "{GOOD}\n\n   \n{}\r\n{}\n{}\n",
+        r#"{"op": "split", "url": "http://[::1/"}"#,
+        r#"{"op": "join", "kind": "bytes", "url": "g", "base": "http://a/\u00e9/", "allow_fragments": false}"#,
+        r#" {"kind": "str", "op": "parse", "url": "x", "scheme": "s", "allow_fragments": true} "#,
+    );
+    let (code, lines, stderr) = run_jsonl(&input);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let v: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(v[0], good_answer());
+    assert_eq!(v[1], json!({"error": "Invalid IPv6 URL"}));
+    assert_eq!(v[2], json!({"url": "http://a/\u{e9}/g"}));
+    assert_eq!(v[3]["scheme"], "s");
+    assert_eq!(v[3]["path"], "x");
+    assert_eq!(v[3]["params"], "");
 }
