@@ -982,23 +982,7 @@ unsafe fn abandon(heap: *mut Heap) {
     // hold the lock, under which abandoned heaps are touched.
     unsafe {
         drain_queue(heap, Some(&mut locked));
-        for class in 0..CLASS_COUNT {
-            let mut pool = (*heap).classes[class];
-            while pool != sentinel() {
-                let next = (*pool).next;
-                if (*pool).used.load(Ordering::Relaxed) == 0 && Pool::remote_idle(pool) {
-                    unlink(heap, class, pool);
-                    locked.give_pool(pool);
-                }
-                pool = if next.is_null() { sentinel() } else { next };
-            }
-        }
-        while !(*heap).empty.is_null() {
-            let pool = (*heap).empty;
-            (*heap).empty = (*pool).next;
-            locked.give_pool(pool);
-        }
-        (*heap).empty_count = 0;
+        give_back_empty_pools(heap, &mut locked);
         let reg = registry(&mut locked);
         reg.handoffs += 1;
         (*heap).abandoned_next = reg.abandoned;
