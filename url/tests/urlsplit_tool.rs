@@ -81,10 +81,12 @@ for line in sys.stdin:
         print(json.dumps(answer(json.loads(line))))
 "#;
 
-fn run(cmd: &mut Command, input: &str) -> String {
+/// Runs `cmd` with `input` on its standard input; its whole output (stderr piped too).
+fn output_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
@@ -92,7 +94,17 @@ fn run(cmd: &mut Command, input: &str) -> String {
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("wait");
     writer.join().expect("writer").expect("write stdin");
-    assert!(out.status.success(), "{cmd:?} failed");
+    out
+}
+
+/// Runs `cmd` on `input`, which must succeed; its standard output.
+fn run(cmd: &mut Command, input: &str) -> String {
+    let out = output_with_input(cmd, input);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
@@ -250,18 +262,7 @@ fn invalid_utf8_line_is_reported_not_truncated() {
 
 /// Runs the tool with `--jsonl` on `input`; returns (exit code, stdout lines, stderr).
 fn run_jsonl(input: &str) -> (Option<i32>, Vec<String>, String) {
-    let mut child = Command::new(tool())
-        .arg("--jsonl")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("wait");
-    writer.join().expect("writer").expect("write stdin");
+    let out = output_with_input(Command::new(tool()).arg("--jsonl"), input);
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
     let lines = stdout.lines().map(str::to_owned).collect();
     (
