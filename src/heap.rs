@@ -270,7 +270,8 @@ fn current() -> *mut Heap {
 // Fast paths
 // ---------------------------------------------------------------------------------------------
 
-/// Allocates a block for a small request (`is_small(size, align)`). Null on out-of-memory.
+/// Allocates a block for a small request (`is_small(size, align)`). When the arena cannot grow,
+/// in arena mode, a block of the system allocator ([`out_of_arena`]); null if that fails too.
 #[inline(always)]
 pub(crate) fn alloc(size: usize) -> *mut u8 {
     alloc_sized::<false>(class_of(size), size)
@@ -283,7 +284,7 @@ pub(crate) fn alloc_zeroed(size: usize) -> *mut u8 {
 }
 
 /// A block of `class` (`< CLASS_COUNT`), zeroed if `ZERO`, counted as `size` requested bytes
-/// (what the matching [`free`] will be told). Null on out-of-memory.
+/// (what the matching [`free`] will be told). Out of memory: as [`alloc`].
 #[inline(always)]
 pub(crate) fn alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     let heap = current();

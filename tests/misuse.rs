@@ -287,10 +287,10 @@ unsafe fn model(seed: u64, inject: bool) {
     // One block of each size stays live throughout, so the first pool of each class stays in use:
     // a freed block of such a pool is still free there (not in a pool that went to another class).
     let sizes = [40, 64, 100, 256];
-    // SAFETY: valid layouts.
     let anchors: Vec<Live> = sizes
         .iter()
         .map(|&s| Live {
+            // SAFETY: a valid, non-zero-size layout.
             p: unsafe { GLOBAL.alloc(layout(s)) },
             l: layout(s),
         })

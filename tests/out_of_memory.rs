@@ -140,10 +140,7 @@ fn small_requests_fall_back_to_libc_when_the_arena_cannot_grow() {
         .find(|l| l.starts_with("oom:"))
         .expect("the child's summary");
     println!("{line}");
-    let nums: Vec<usize> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let nums = common::numbers(line);
     let (arena, system) = (nums[0], nums[1]);
     assert!(arena > 0, "{line}");
     // Before null, libc served small requests (it still had room in its heap).

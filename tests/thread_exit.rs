@@ -216,10 +216,7 @@ fn allocation_in_an_atexit_handler_keeps_the_heap() {
     assert!(out.status.success(), "{err}");
     let line = err.lines().find(|l| l.starts_with("atexit:")).expect(&err);
     println!("{line}");
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let nums = common::numbers(line);
     let (leaked, handoffs) = (nums[3], nums[4]);
     assert_eq!(leaked, 0, "{line}");
     // `exit()` runs no key destructor, so the main thread keeps its heap in `atexit` handlers:

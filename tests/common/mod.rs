@@ -49,6 +49,14 @@ pub unsafe fn check(p: *const u8, size: usize) {
     }
 }
 
+/// The whole numbers in a line of a child process's report, in order (`"a 12, b 3"` gives
+/// `[12, 3]`).
+pub fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
 /// `main` of a test built with `harness = false`: runs `test`, named `name`, as libtest would
 /// for the arguments cargo and nextest pass. `--list` prints `name: test` (nothing with
 /// `--ignored`, there being no ignored tests) and runs nothing; a name filter (exact with

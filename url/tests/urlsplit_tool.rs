@@ -82,7 +82,7 @@ for line in sys.stdin:
 "#;
 
 /// Runs `cmd` with `input` on its standard input; its whole output (stderr piped too).
-fn output_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
+fn output_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -91,7 +91,7 @@ fn output_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
         .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().expect("wait");
     writer.join().expect("writer").expect("write stdin");
     out
@@ -99,7 +99,7 @@ fn output_with_input(cmd: &mut Command, input: &str) -> std::process::Output {
 
 /// Runs `cmd` on `input`, which must succeed; its standard output.
 fn run(cmd: &mut Command, input: &str) -> String {
-    let out = output_with_input(cmd, input);
+    let out = output_with_input(cmd, input.as_bytes());
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -224,19 +224,7 @@ fn invalid_utf8_line_is_reported_not_truncated() {
         if jsonl {
             cmd.arg("--jsonl");
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&input)
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("wait");
+        let out = output_with_input(&mut cmd, &input);
         assert_eq!(out.status.code(), Some(1), "jsonl={jsonl}: exit status");
         let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
         let lines: Vec<&str> = stdout.lines().collect();
@@ -262,7 +250,7 @@ fn invalid_utf8_line_is_reported_not_truncated() {
 
 /// Runs the tool with `--jsonl` on `input`; returns (exit code, stdout lines, stderr).
 fn run_jsonl(input: &str) -> (Option<i32>, Vec<String>, String) {
-    let out = output_with_input(Command::new(tool()).arg("--jsonl"), input);
+    let out = output_with_input(Command::new(tool()).arg("--jsonl"), input.as_bytes());
     let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
     let lines = stdout.lines().map(str::to_owned).collect();
     (
