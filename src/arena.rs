@@ -1,6 +1,10 @@
-//! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB.
+//! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB (*small* arenas), and
+//! 4 MiB mappings, 4 MiB-aligned, cut into 16 medium pools of 256 KiB (*medium* arenas).
 //!
-//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena
+//! Pool 0 of every arena holds the arena's header (only its first page is ever touched); the
+//! others serve blocks. The two kinds ([`Kind`]) are managed alike, each with its own buckets and
+//! its own address map ([`crate::registry`]), so a block's kind is known from the map that holds
+//! it and a small free never looks at the medium map. All arena
 //! bookkeeping lives behind one spin lock ([`LOCK`]) and is touched only on slow paths: taking a
 //! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
 //!
@@ -11,7 +15,7 @@
 //! does not map and unmap on every turn.
 
 use crate::os;
-use crate::pool::{Pool, POOL_SIZE};
+use crate::pool::{Pool, MEDIUM_POOL_SIZE, POOL_SIZE};
 use crate::sync::{global, Ordering, SpinLock};
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
@@ -22,7 +26,55 @@ pub const ARENA_SIZE: usize = 1 << 20;
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// Pools per arena that serve blocks.
 pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
+/// Size and alignment of a medium arena: 16 medium pools, one of them the header's.
+pub const MEDIUM_ARENA_SIZE: usize = 4 << 20;
 
+/// The two kinds of arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// 1 MiB arenas of 16 KiB pools, for the small classes.
+    Small = 0,
+    /// 4 MiB arenas of 256 KiB pools, for the medium classes.
+    Medium = 1,
+}
+
+impl Kind {
+    /// Size and alignment of an arena of this kind.
+    pub(crate) const fn arena_size(self) -> usize {
+        match self {
+            Kind::Small => ARENA_SIZE,
+            Kind::Medium => MEDIUM_ARENA_SIZE,
+        }
+    }
+
+    /// Size and alignment of a pool of this kind.
+    pub(crate) const fn pool_size(self) -> usize {
+        match self {
+            Kind::Small => POOL_SIZE,
+            Kind::Medium => MEDIUM_POOL_SIZE,
+        }
+    }
+
+    /// Pools per arena that serve blocks.
+    const fn usable_pools(self) -> usize {
+        self.arena_size() / self.pool_size() - 1
+    }
+
+    /// The kind of a pool.
+    ///
+    /// # Safety
+    /// `pool` is a mapped pool header.
+    unsafe fn of(pool: *const Pool) -> Kind {
+        // SAFETY: per the caller; the flag is fixed for the life of the mapping.
+        if unsafe { Pool::is_medium(pool) } {
+            Kind::Medium
+        } else {
+            Kind::Small
+        }
+    }
+}
+
+const _: () = assert!(Kind::Medium.usable_pools() == 15 && Kind::Small.usable_pools() == 63);
 global! {
     /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
     pub(crate) static LOCK: SpinLock = SpinLock::new();
@@ -32,10 +84,13 @@ global! {
 ///
 /// Invariants (all fields guarded by [`LOCK`]):
 /// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
-/// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
+/// * The arena is in its kind's `buckets[nfree]` when `nfree > 0`, and in no bucket when it is
+///   full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
+/// * `kind` is fixed when the arena is mapped.
 #[repr(C)]
 pub struct Arena {
+    kind: Kind,
     nfree: usize,
     free_pools: *mut Pool,
     untouched: usize,
@@ -44,11 +99,28 @@ pub struct Arena {
     all_next: *mut Arena,
 }
 
-struct State {
+/// The arenas of one kind.
+struct Arenas {
+    /// Arenas by number of free pools (only `0..=kind.usable_pools()` used).
     buckets: [*mut Arena; USABLE_POOLS + 1],
     all: *mut Arena,
     mapped: usize,
     peak: usize,
+}
+
+const NO_ARENAS: Arenas = Arenas {
+    buckets: [null_mut(); USABLE_POOLS + 1],
+    all: null_mut(),
+    mapped: 0,
+    peak: 0,
+};
+
+struct State {
+    /// Indexed by `Kind as usize`.
+    kinds: [Arenas; 2],
+    /// Bytes mapped for arenas of both kinds, now and at peak.
+    bytes_mapped: usize,
+    bytes_peak: usize,
     /// Pools taken by heaps and not given back (statistics: when this reaches a new high, the
     /// peak of bytes requested is sampled).
     pools_out: usize,
@@ -62,10 +134,9 @@ unsafe impl Sync for Global {}
 
 global! {
     static STATE: Global = Global(UnsafeCell::new(State {
-    buckets: [null_mut(); USABLE_POOLS + 1],
-    all: null_mut(),
-    mapped: 0,
-    peak: 0,
+    kinds: [NO_ARENAS, NO_ARENAS],
+    bytes_mapped: 0,
+    bytes_peak: 0,
     pools_out: 0,
     pools_out_peak: 0,
 }));
@@ -116,6 +187,10 @@ impl Locked {
         // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
         unsafe { &mut *STATE.0.get() }
     }
+
+    fn arenas(&mut self, kind: Kind) -> &mut Arenas {
+        &mut self.state().kinds[kind as usize]
+    }
 }
 
 impl Drop for Locked {
@@ -126,9 +201,11 @@ impl Drop for Locked {
     }
 }
 
-/// The arena holding pool `p`.
-fn arena_of(p: *mut Pool) -> *mut Arena {
-    p.cast::<u8>().map_addr(|a| a & !(ARENA_SIZE - 1)).cast()
+/// The arena holding pool `p`, of kind `kind`.
+fn arena_of(p: *mut Pool, kind: Kind) -> *mut Arena {
+    p.cast::<u8>()
+        .map_addr(|a| a & !(kind.arena_size() - 1))
+        .cast()
 }
 
 impl Locked {
@@ -137,7 +214,7 @@ impl Locked {
         unsafe {
             let (prev, next) = ((*a).prev, (*a).next);
             if prev.is_null() {
-                self.state().buckets[bucket] = next;
+                self.arenas((*a).kind).buckets[bucket] = next;
             } else {
                 (*prev).next = next;
             }
@@ -150,7 +227,9 @@ impl Locked {
     }
 
     fn link(&mut self, a: *mut Arena, bucket: usize) {
-        let head = self.state().buckets[bucket];
+        // SAFETY: `a` is a live arena; its kind is fixed.
+        let kind = unsafe { (*a).kind };
+        let head = self.arenas(kind).buckets[bucket];
         // SAFETY: `a` is a live arena in no bucket; links are guarded by the lock we hold.
         unsafe {
             (*a).prev = null_mut();
@@ -159,29 +238,32 @@ impl Locked {
                 (*head).prev = a;
             }
         }
-        self.state().buckets[bucket] = a;
+        self.arenas(kind).buckets[bucket] = a;
     }
 
-    fn new_arena(&mut self) -> *mut Arena {
-        let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE);
+    fn new_arena(&mut self, kind: Kind) -> *mut Arena {
+        let size = kind.arena_size();
+        let base = os::map_aligned(size, size);
         if base.is_null() {
             return null_mut();
         }
         // Published before any pool of it is handed out, so `raw::owns` finds every block.
-        if !crate::registry::insert(self, base) {
+        if !crate::registry::insert(self, kind, base) {
             // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
-            unsafe { os::unmap(base, ARENA_SIZE) };
+            unsafe { os::unmap(base, size) };
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
         // touch; blocks become accessible one by one as they are handed out.
-        crate::valgrind::hide(base, ARENA_SIZE);
+        crate::valgrind::hide(base, size);
         let a = base.cast::<Arena>();
-        let all = self.state().all;
+        let all = self.arenas(kind).all;
+        let usable = kind.usable_pools();
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
         unsafe {
             a.write(Arena {
-                nfree: USABLE_POOLS,
+                kind,
+                nfree: usable,
                 free_pools: null_mut(),
                 untouched: 1,
                 next: null_mut(),
@@ -190,20 +272,24 @@ impl Locked {
             });
         }
         let st = self.state();
-        st.all = a;
-        st.mapped += 1;
-        st.peak = st.peak.max(st.mapped);
-        self.link(a, USABLE_POOLS);
+        st.bytes_mapped += size;
+        st.bytes_peak = st.bytes_peak.max(st.bytes_mapped);
+        let ar = self.arenas(kind);
+        ar.all = a;
+        ar.mapped += 1;
+        ar.peak = ar.peak.max(ar.mapped);
+        self.link(a, usable);
         a
     }
 
-    /// Takes a free pool (header written, serving nothing) from the fullest arena that has one,
-    /// mapping a new arena if none has. Null when the OS refuses memory.
-    pub(crate) fn take_pool(&mut self) -> *mut Pool {
+    /// Takes a free pool of `kind` (header written, serving nothing) from the fullest arena of
+    /// that kind that has one, mapping a new arena if none has. Null when the OS refuses memory.
+    pub(crate) fn take_pool(&mut self, kind: Kind) -> *mut Pool {
+        let usable = kind.usable_pools();
         let mut found = null_mut();
         let mut n = 1;
-        while n <= USABLE_POOLS {
-            let a = self.state().buckets[n];
+        while n <= usable {
+            let a = self.arenas(kind).buckets[n];
             if !a.is_null() {
                 found = a;
                 break;
@@ -211,11 +297,11 @@ impl Locked {
             n += 1;
         }
         if found.is_null() {
-            found = self.new_arena();
+            found = self.new_arena(kind);
             if found.is_null() {
                 return null_mut();
             }
-            n = USABLE_POOLS;
+            n = usable;
         }
         let a = found;
         self.unlink(a, n);
@@ -229,10 +315,10 @@ impl Locked {
             } else {
                 pool = a
                     .cast::<u8>()
-                    .add((*a).untouched * POOL_SIZE)
+                    .add((*a).untouched * kind.pool_size())
                     .cast::<Pool>();
                 (*a).untouched += 1;
-                Pool::init_free(pool, true);
+                Pool::init_free(pool, true, kind == Kind::Medium);
             }
             (*a).nfree = n - 1;
             if n > 1 {
@@ -249,10 +335,12 @@ impl Locked {
     /// # Safety
     /// The pool must be empty (`used == 0`, remote word clear) and no longer linked from any heap.
     pub(crate) unsafe fn give_pool(&mut self, pool: *mut Pool) {
-        let a = arena_of(pool);
         // SAFETY: the pool and its arena are live; per the caller the pool has no live block,
         // so nobody else can reach it; the arena's fields are guarded by our lock.
         unsafe {
+            let kind = Kind::of(pool);
+            let usable = kind.usable_pools();
+            let a = arena_of(pool, kind);
             (*pool).owner.store(null_mut(), Ordering::Relaxed);
             Pool::unassign(pool);
             let st = self.state();
@@ -264,7 +352,7 @@ impl Locked {
                 self.unlink(a, n);
             }
             (*a).nfree = n + 1;
-            if n + 1 == USABLE_POOLS && !self.state().buckets[USABLE_POOLS].is_null() {
+            if n + 1 == usable && !self.arenas(kind).buckets[usable].is_null() {
                 self.unmap(a);
             } else {
                 self.link(a, n + 1);
@@ -274,9 +362,12 @@ impl Locked {
 
     /// Unmaps a wholly empty arena that is in no bucket.
     unsafe fn unmap(&mut self, a: *mut Arena) {
-        let st = self.state();
         // SAFETY: `a` is in the all-list (guarded by our lock) and holds no live pool.
         unsafe {
+            let kind = (*a).kind;
+            let size = kind.arena_size();
+            self.state().bytes_mapped -= size;
+            let st = self.arenas(kind);
             let mut link: *mut *mut Arena = &mut st.all;
             while !(*link).is_null() {
                 if *link == a {
@@ -287,21 +378,23 @@ impl Locked {
             }
             st.mapped -= 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
-            crate::registry::remove(self, a.cast());
-            os::unmap(a.cast(), ARENA_SIZE);
+            crate::registry::remove(self, kind, a.cast());
+            os::unmap(a.cast(), size);
         }
     }
 
     /// Calls `f` on every pool of every mapped arena that has been set up at least once.
     pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) {
-        let mut a = self.state().all;
-        while !a.is_null() {
-            // SAFETY: arenas in the all-list are live while we hold the lock.
-            unsafe {
-                for i in 1..(*a).untouched {
-                    f(a.cast::<u8>().add(i * POOL_SIZE).cast());
+        for kind in [Kind::Small, Kind::Medium] {
+            let mut a = self.arenas(kind).all;
+            while !a.is_null() {
+                // SAFETY: arenas in the all-list are live while we hold the lock.
+                unsafe {
+                    for i in 1..(*a).untouched {
+                        f(a.cast::<u8>().add(i * kind.pool_size()).cast());
+                    }
+                    a = (*a).all_next;
                 }
-                a = (*a).all_next;
             }
         }
     }
@@ -323,18 +416,26 @@ impl Locked {
     /// zeros, which `alloc_zeroed` relies on). Pools already given back since they were last used
     /// (marked fresh) are skipped.
     pub(crate) fn release_free_memory(&mut self) {
-        while !self.state().buckets[USABLE_POOLS].is_null() {
-            let a = self.state().buckets[USABLE_POOLS];
-            self.unlink(a, USABLE_POOLS);
+        for kind in [Kind::Small, Kind::Medium] {
+            self.release_free_memory_of(kind);
+        }
+    }
+
+    fn release_free_memory_of(&mut self, kind: Kind) {
+        let usable = kind.usable_pools();
+        while !self.arenas(kind).buckets[usable].is_null() {
+            let a = self.arenas(kind).buckets[usable];
+            self.unlink(a, usable);
             // SAFETY: an arena in the last bucket has every usable pool free: no live block, no
             // heap holds a pool of it. It is in no bucket now.
             unsafe { self.unmap(a) };
         }
         let page = crate::os::page_size_or_zero();
-        if page == 0 || page > POOL_SIZE || POOL_SIZE % page != 0 {
+        let pool_size = kind.pool_size();
+        if page == 0 || page > pool_size || pool_size % page != 0 {
             return;
         }
-        let mut a = self.state().all;
+        let mut a = self.arenas(kind).all;
         while !a.is_null() {
             // SAFETY: arenas in the all-list are live while we hold the lock; pools on an arena's
             // free list belong to no heap and hold no live block, so their memory is ours to drop;
@@ -343,8 +444,8 @@ impl Locked {
                 let mut pool = (*a).free_pools;
                 while !pool.is_null() {
                     let next = (*pool).next;
-                    if !(*pool).fresh && crate::os::discard(pool.cast(), POOL_SIZE) {
-                        Pool::init_free(pool, true);
+                    if !(*pool).fresh && crate::os::discard(pool.cast(), pool_size) {
+                        Pool::init_free(pool, true, kind == Kind::Medium);
                         (*pool).next = next;
                     }
                     pool = next;
@@ -354,9 +455,15 @@ impl Locked {
         }
     }
 
-    /// Arenas mapped now and at peak.
-    pub(crate) fn mapped(&mut self) -> (usize, usize) {
+    /// Arenas of `kind` mapped now and at peak.
+    pub(crate) fn mapped(&mut self, kind: Kind) -> (usize, usize) {
+        let ar = self.arenas(kind);
+        (ar.mapped, ar.peak)
+    }
+
+    /// Bytes mapped for arenas of both kinds, now and at peak.
+    pub(crate) fn bytes_mapped(&mut self) -> (usize, usize) {
         let st = self.state();
-        (st.mapped, st.peak)
+        (st.bytes_mapped, st.bytes_peak)
     }
 }

@@ -16,13 +16,14 @@
 use crate::arena::Locked;
 use crate::os;
 use crate::pool::{fault, Block, Fault, Pool, NO_CLASS};
-use crate::size_class::{block_size, class_of, CLASS_COUNT};
+use crate::size_class::{any_block_size, block_size, class_of, is_medium_class, CLASSES};
 use crate::sync::{global, tls, tls_ptr, AtomicBool, LoadPtr, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
-/// Empty pools a heap keeps for reuse before giving them back to their arena.
-const EMPTY_CACHE: usize = 4;
+/// Empty pools a heap keeps for reuse before giving them back to their arena: small pools
+/// (16 KiB each), medium pools (256 KiB each), indexed by [`Pool::is_medium`].
+const EMPTY_CACHE: [usize; 2] = [4, 2];
 
 /// A thread's allocation state.
 ///
@@ -30,10 +31,12 @@ const EMPTY_CACHE: usize = 4;
 /// * A heap is used by at most one thread at a time: the thread whose `CURRENT` points to it, or
 ///   the thread that popped it off the abandoned list (both under [`crate::arena::LOCK`]). All
 ///   non-atomic fields are touched only by that thread.
-/// * `classes[c]` is the head of the list of pools of class `c` owned by this heap that are not
-///   full, or the shared sentinel pool (no free block, no bump space) when there is none.
+/// * `classes[c]` is the head of the list of pools of class `c` (small or medium) owned by this
+///   heap that are not full, or the shared sentinel pool (no free block, no bump space) when there
+///   is none.
 /// * Every pool whose `owner` is this heap is in exactly one of: a class list, the full state
-///   (unlinked, `full == true`), the empty cache (`class == NO_CLASS`).
+///   (unlinked, `full == true`), the empty cache of its kind (`class == NO_CLASS`):
+///   `empty[k]` lists `empty_count[k]` pools with `medium == (k == 1)`.
 /// * `requested` is written only by the thread using the heap (load + store, no RMW); it is the
 ///   wrapping sum of bytes this heap's thread allocated minus bytes it freed.
 /// * Registry links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
@@ -41,11 +44,11 @@ const EMPTY_CACHE: usize = 4;
 /// * While abandoned, the heap and its pools are touched only under the lock.
 #[repr(C)]
 pub struct Heap {
-    classes: [*mut Pool; CLASS_COUNT],
+    classes: [*mut Pool; CLASSES],
     requested: AtomicUsize,
     queue: AtomicPtr<Pool>,
-    empty: *mut Pool,
-    empty_count: usize,
+    empty: [*mut Pool; 2],
+    empty_count: [usize; 2],
     all_next: *mut Heap,
     abandoned_next: *mut Heap,
     abandoned: AtomicBool,
@@ -283,8 +286,8 @@ pub(crate) fn alloc_zeroed(size: usize) -> *mut u8 {
     alloc_sized::<true>(class_of(size), size)
 }
 
-/// A block of `class` (`< CLASS_COUNT`), zeroed if `ZERO`, counted as `size` requested bytes
-/// (what the matching [`free`] will be told). Out of memory: as [`alloc`].
+/// A block of the small `class` (`< CLASS_COUNT`), zeroed if `ZERO`, counted as `size`
+/// requested bytes (what the matching [`free`] will be told). Out of memory: as [`alloc`].
 #[inline(always)]
 pub(crate) fn alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     let heap = current();
@@ -292,7 +295,30 @@ pub(crate) fn alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u
         return alloc_without_heap::<ZERO>(class, size);
     }
     // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
-    unsafe { alloc_in::<ZERO, false>(heap, class, size) }
+    unsafe { alloc_in::<ZERO, false>(heap, class, block_size(class), size) }
+}
+
+/// A block of the medium `class` (`CLASS_COUNT..CLASSES`), as [`alloc_sized`] for small ones;
+/// freed with [`free_medium`].
+#[inline]
+pub(crate) fn alloc_medium_sized<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
+    let heap = current();
+    if heap.is_null() {
+        return alloc_without_heap::<ZERO>(class, size);
+    }
+    // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
+    unsafe { alloc_in::<ZERO, false>(heap, class, any_block_size(class), size) }
+}
+
+/// A block for a request served by a class (`is_served(size, align)`), small or medium; freed
+/// with [`free_any`]. Out of memory: as [`alloc`].
+#[inline]
+pub(crate) fn alloc_any<const ZERO: bool>(size: usize) -> *mut u8 {
+    if size <= crate::size_class::MAX_SMALL {
+        alloc_sized::<ZERO>(class_of(size), size)
+    } else {
+        alloc_medium_sized::<ZERO>(crate::size_class::medium_class_of(size), size)
+    }
 }
 
 /// The fast path of [`alloc_sized`] alone: null, having changed nothing, when the calling thread
@@ -305,11 +331,11 @@ pub(crate) fn try_alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *m
         return null_mut();
     }
     // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
-    unsafe { alloc_in::<ZERO, true>(heap, class, size) }
+    unsafe { alloc_in::<ZERO, true>(heap, class, block_size(class), size) }
 }
 
-/// Serves `class` (`< CLASS_COUNT`) from the head pool; when it has no block ready, the slow
-/// path (or null, if `FAST_ONLY`).
+/// Serves `class` (`< CLASSES`, blocks of `bs` bytes) from the head pool; when it has no block
+/// ready, the slow path (or null, if `FAST_ONLY`).
 ///
 /// # Safety
 /// `heap` is used by the calling thread only.
@@ -317,9 +343,11 @@ pub(crate) fn try_alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *m
 unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
     heap: *mut Heap,
     class: usize,
+    bs: usize,
     size: usize,
 ) -> *mut u8 {
-    // SAFETY: the heap is ours; class < CLASS_COUNT; the list head is a live pool of ours or the
+    debug_assert_eq!(bs, any_block_size(class));
+    // SAFETY: the heap is ours; class < CLASSES; the list head is a live pool of ours or the
     // read-only sentinel, whose free list is null and bump == end, so it is never written here.
     unsafe {
         let pool = (*heap).classes[class];
@@ -327,7 +355,7 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
         let p = if !b.is_null() {
             (*pool).free = (*b).next;
             if ZERO {
-                core::ptr::write_bytes(b.cast::<u8>(), 0, block_size(class));
+                core::ptr::write_bytes(b.cast::<u8>(), 0, bs);
             }
             b.cast::<u8>()
         } else {
@@ -338,9 +366,9 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
                 }
                 return alloc_slow::<ZERO>(heap, class, size);
             }
-            (*pool).bump = p.add(block_size(class));
+            (*pool).bump = p.add(bs);
             if ZERO && !(*pool).fresh {
-                core::ptr::write_bytes(p, 0, block_size(class));
+                core::ptr::write_bytes(p, 0, bs);
             }
             p
         };
@@ -352,7 +380,44 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
     }
 }
 
-/// Frees a small block from the arena.
+/// Frees a small block from the arena: [`free_of`] for small blocks.
+///
+/// # Safety
+/// As for [`free_of`].
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8, size: usize) {
+    // SAFETY: forwarding the caller's contract.
+    unsafe { free_of::<false>(p, size) }
+}
+
+/// Frees a medium block (from [`alloc_medium_sized`]): [`free_of`] for medium blocks.
+///
+/// # Safety
+/// As for [`free_of`].
+#[inline]
+pub(crate) unsafe fn free_medium(p: *mut u8, size: usize) {
+    // SAFETY: forwarding the caller's contract.
+    unsafe { free_of::<true>(p, size) }
+}
+
+/// Frees a block from [`alloc_any`] for a request of `size` bytes.
+///
+/// # Safety
+/// As for [`free_of`].
+#[inline]
+pub(crate) unsafe fn free_any(p: *mut u8, size: usize) {
+    // SAFETY: forwarding the caller's contract.
+    unsafe {
+        if size <= crate::size_class::MAX_SMALL {
+            free(p, size)
+        } else {
+            free_medium(p, size)
+        }
+    }
+}
+
+/// Frees a block from the arena: a small block ([`alloc`]) unless `MEDIUM`, a medium block
+/// ([`alloc_medium_sized`]) if `MEDIUM`.
 ///
 /// Wrong frees are caught where that is cheap, and abort the process with one line on stderr
 /// ([`fault`]): a pointer that is not the start of a block of its pool's class (an interior
@@ -360,12 +425,16 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
 /// free key and is found free (double free), a pool whose `used` count would wrap.
 ///
 /// # Safety
-/// `p` was returned by [`alloc`]/[`alloc_zeroed`] for a request of `size` bytes and not freed.
-/// Any other pointer into a mapped arena is caught as above, or (a block handed out again since
-/// it was freed) freed as if it were live.
+/// `p` was returned by [`alloc`]/[`alloc_zeroed`] (by [`alloc_medium_sized`] if `MEDIUM`) for a
+/// request of `size` bytes and not freed. Any other pointer into a mapped arena of that kind is
+/// caught as above, or (a block handed out again since it was freed) freed as if it were live.
 #[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8, size: usize) {
-    let pool = Pool::of(p);
+unsafe fn free_of<const MEDIUM: bool>(p: *mut u8, size: usize) {
+    let pool = if MEDIUM {
+        Pool::of_medium(p)
+    } else {
+        Pool::of(p)
+    };
     let heap = current();
     let block = p.cast::<Block>();
     // SAFETY: `p` is a live block, so its pool header is live and its owner stays put while the
@@ -373,7 +442,12 @@ pub(crate) unsafe fn free(p: *mut u8, size: usize) {
     // that serves no class fails `is_block` before the block is touched.
     unsafe {
         if (*pool).owner.load(Ordering::Relaxed) == heap.cast() {
-            if !Pool::is_block(pool, p) {
+            let ok = if MEDIUM {
+                Pool::is_block_medium(pool, p)
+            } else {
+                Pool::is_block(pool, p)
+            };
+            if !ok {
                 fault(Fault::InvalidPointer, p);
             }
             if (*block).key == heap.addr() {
@@ -447,7 +521,11 @@ unsafe fn free_suspect(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size
 unsafe fn on_free_list(pool: *mut Pool, block: *mut Block) -> bool {
     // SAFETY: the free list links blocks of the pool, which the owner may read.
     unsafe {
-        let limit = Pool::capacity((*pool).class.load(Ordering::Relaxed) as usize & 31);
+        let class = usize::from((*pool).class.load(Ordering::Relaxed));
+        if class >= CLASSES {
+            return false;
+        }
+        let limit = Pool::capacity(class);
         let mut cur = (*pool).free;
         let mut steps = 0;
         while !cur.is_null() && steps <= limit {
@@ -465,15 +543,19 @@ unsafe fn on_free_list(pool: *mut Pool, block: *mut Block) -> bool {
 /// and, as far as can be told, not free. Aborts with a [`fault`] otherwise.
 ///
 /// # Safety
-/// `p` points into a mapped arena.
+/// `p` points into a mapped arena, medium if `medium` (else small).
 #[inline]
-pub(crate) unsafe fn check_live(p: *mut u8) {
-    let pool = Pool::of(p);
+pub(crate) unsafe fn check_live(p: *mut u8, medium: bool) {
+    let pool = if medium {
+        Pool::of_medium(p)
+    } else {
+        Pool::of(p)
+    };
     // SAFETY: arena memory is mapped, so the pool header and (once `is_block` holds) the block's
     // first two words are readable.
     unsafe {
         let owner = (*pool).owner.load(Ordering::Acquire);
-        if owner.is_null() || !Pool::is_block(pool, p) {
+        if owner.is_null() || !Pool::is_block_any(pool, p) {
             fault(Fault::InvalidPointer, p);
         }
         if (*p.cast::<Block>()).key == owner.addr() {
@@ -556,13 +638,13 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
             let _ = CURRENT.try_with(|c| c.set(null_mut()));
             let _ = STATE.try_with(|s| s.set(DEAD));
             // SAFETY: the heap is ours and we are done with it.
-            let p = unsafe { alloc_in::<ZERO, false>(heap, class, size) };
+            let p = unsafe { alloc_in::<ZERO, false>(heap, class, any_block_size(class), size) };
             // SAFETY: as above.
             unsafe { abandon(heap) };
             return p;
         }
         // SAFETY: the heap is now this thread's.
-        return unsafe { alloc_in::<ZERO, false>(heap, class, size) };
+        return unsafe { alloc_in::<ZERO, false>(heap, class, any_block_size(class), size) };
     }
     // The thread is past its last exit hook: borrow a heap for this one allocation and abandon it
     // again, so the block still comes from the arena and any thread can free it.
@@ -572,7 +654,7 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     }
     // SAFETY: we popped the heap under the lock, so it is ours until we abandon it.
     unsafe {
-        let p = alloc_in::<ZERO, false>(heap, class, size);
+        let p = alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
         abandon(heap);
         p
     }
@@ -593,19 +675,26 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
             }
             collect_remote(pool);
             if !(*pool).free.is_null() || (*pool).bump < (*pool).end {
-                return alloc_in::<ZERO, false>(heap, class, size);
+                return alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
             }
             unlink(heap, class, pool);
             (*pool).full = true;
         }
-        let mut pool = (*heap).empty;
+        let medium = is_medium_class(class);
+        let k = usize::from(medium);
+        let mut pool = (*heap).empty[k];
         if !pool.is_null() {
-            (*heap).empty = (*pool).next;
-            (*heap).empty_count -= 1;
+            (*heap).empty[k] = (*pool).next;
+            (*heap).empty_count[k] -= 1;
         } else {
             let mut locked = Locked::take();
             reclaim_abandoned(&mut locked);
-            pool = locked.take_pool();
+            let kind = if medium {
+                crate::arena::Kind::Medium
+            } else {
+                crate::arena::Kind::Small
+            };
+            pool = locked.take_pool(kind);
             if locked.pools_out_new_high() {
                 sample_peak(&mut locked);
             }
@@ -616,7 +705,7 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
         }
         Pool::assign(pool, class, heap.cast());
         link_front(heap, class, pool);
-        alloc_in::<ZERO, false>(heap, class, size)
+        alloc_in::<ZERO, false>(heap, class, any_block_size(class), size)
     }
 }
 
@@ -778,11 +867,12 @@ unsafe fn unlink_or_keep(
 unsafe fn retire(heap: *mut Heap, pool: *mut Pool) {
     // SAFETY: per the caller.
     unsafe {
-        if (*heap).empty_count < EMPTY_CACHE {
+        let k = usize::from(Pool::is_medium(pool));
+        if (*heap).empty_count[k] < EMPTY_CACHE[k] {
             Pool::unassign(pool);
-            (*pool).next = (*heap).empty;
-            (*heap).empty = pool;
-            (*heap).empty_count += 1;
+            (*pool).next = (*heap).empty[k];
+            (*heap).empty[k] = pool;
+            (*heap).empty_count[k] += 1;
         } else {
             Locked::take().give_pool(pool);
         }
@@ -862,7 +952,7 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
     // no heap, or serving no class, fails the checks before the block is touched.
     unsafe {
         let owner = (*pool).owner.load(Ordering::Acquire);
-        if owner.is_null() || !Pool::is_block(pool, block.cast()) {
+        if owner.is_null() || !Pool::is_block_any(pool, block.cast()) {
             fault(Fault::InvalidPointer, block.cast());
         }
         // Only the owner may walk the pool's free list, so the key alone decides here: a live
@@ -958,11 +1048,11 @@ fn new_heap(reg: &mut Registry) -> *mut Heap {
         reg.slab = reg.slab.add(size);
         reg.slab_left -= size;
         h.write(Heap {
-            classes: [sentinel(); CLASS_COUNT],
+            classes: [sentinel(); CLASSES],
             requested: AtomicUsize::new(0),
             queue: AtomicPtr::new(null_mut()),
-            empty: null_mut(),
-            empty_count: 0,
+            empty: [null_mut(); 2],
+            empty_count: [0; 2],
             all_next: reg.all,
             abandoned_next: null_mut(),
             abandoned: AtomicBool::new(false),
@@ -1187,11 +1277,13 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
         c.bytes_in_use = c.blocks_in_use * c.block_size;
         stats.bytes_in_blocks += c.bytes_in_use;
     }
-    let (mapped, peak) = locked.mapped();
+    let (mapped, peak) = locked.mapped(crate::arena::Kind::Small);
     stats.arenas_mapped = mapped;
     stats.arenas_peak = peak;
-    stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
-    stats.bytes_mapped_peak = peak * crate::arena::ARENA_SIZE;
+    let (mapped, peak) = locked.mapped(crate::arena::Kind::Medium);
+    stats.medium_arenas_mapped = mapped;
+    stats.medium_arenas_peak = peak;
+    (stats.bytes_mapped, stats.bytes_mapped_peak) = locked.bytes_mapped();
     stats.bytes_requested = sample_peak(&mut locked);
     stats.bytes_requested_peak = PEAK_REQUESTED.load(Ordering::Relaxed);
     let reg = registry(&mut locked);
@@ -1251,7 +1343,7 @@ pub(crate) fn release_memory() {
 unsafe fn give_back_empty_pools(heap: *mut Heap, locked: &mut Locked) {
     // SAFETY: per the caller, the heap's lists and pools are ours to change.
     unsafe {
-        for class in 0..CLASS_COUNT {
+        for class in 0..CLASSES {
             let mut pool = (*heap).classes[class];
             while pool != sentinel() {
                 let next = (*pool).next;
@@ -1262,11 +1354,13 @@ unsafe fn give_back_empty_pools(heap: *mut Heap, locked: &mut Locked) {
                 pool = if next.is_null() { sentinel() } else { next };
             }
         }
-        while !(*heap).empty.is_null() {
-            let pool = (*heap).empty;
-            (*heap).empty = (*pool).next;
-            locked.give_pool(pool);
+        for k in 0..2 {
+            while !(*heap).empty[k].is_null() {
+                let pool = (*heap).empty[k];
+                (*heap).empty[k] = (*pool).next;
+                locked.give_pool(pool);
+            }
+            (*heap).empty_count[k] = 0;
         }
-        (*heap).empty_count = 0;
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! A pymalloc-style small-object allocator for Rust programs. Requests of up to 512 bytes (with
 //! alignment up to 16) are served from 32 size classes, each carved out of 16 KiB pools inside
-//! 1 MiB arenas mapped straight from the OS, the layout CPython's obmalloc made famous. Each
-//! thread owns its pools, so allocation and free on the owning thread take no lock and no atomic
-//! read-modify-write; frees from other threads go through a lock-free list per pool. Bigger or
-//! more strictly aligned requests go to the system allocator.
+//! 1 MiB arenas mapped straight from the OS, the layout CPython's obmalloc made famous; requests
+//! of 513 bytes to 32 KiB from 24 medium classes (four per doubling), carved out of 256 KiB pools
+//! inside 4 MiB arenas with the same protocols. Each thread owns its pools, so allocation and free
+//! on the owning thread take no lock and no atomic read-modify-write; frees from other threads go
+//! through a lock-free list per pool. Bigger or more strictly aligned requests go to the system
+//! allocator.
 //!
 //! Install it with one line:
 //!
@@ -24,9 +26,11 @@
 //! ```
 //!
 //! ## Where things live
-//! - [`size_class`]: the 32 classes and which requests they serve.
-//! - `pool`: 16 KiB pools, their header, free list and lock-free remote-free list.
-//! - `arena`: 1 MiB arenas, the fullest-first pool supply, returning empty arenas to the OS.
+//! - [`size_class`]: the 32 small and 24 medium classes and which requests they serve.
+//! - `pool`: 16 KiB (small) and 256 KiB (medium) pools, their header, free list and lock-free
+//!   remote-free list.
+//! - `arena`: 1 MiB (small) and 4 MiB (medium) arenas, the fullest-first pool supply, returning
+//!   empty arenas to the OS.
 //! - `heap`: per-thread heaps, the fast paths, thread exit and adoption, `fork()`.
 //! - `os`: `mmap`/`munmap` (a heap-backed stand-in under Miri, a fixed reservation under loom).
 //! - `system`: the libc allocator for large and over-aligned requests.
@@ -35,7 +39,8 @@
 //! - `env`: every `SMALLARENA_*` environment variable, read and parsed in one place.
 //! - `sync`: the atomics, globals, thread-locals and spin lock, one facade (loom swaps it).
 //! - `valgrind`: every client request: detection, and the annotate mode's block descriptions.
-//! - `registry`: which addresses are arena memory, a lock-free bitmap over arena addresses.
+//! - `registry`: which addresses are arena memory, a lock-free bitmap over arena addresses (one
+//!   per kind of arena).
 //! - [`raw`]: size-less `alloc`/`free`/`usable_size`/`owns`, for a C `malloc` (the
 //!   `smallarena-preload` crate).
 //!
@@ -97,7 +102,7 @@ on_supported_targets! {
 
     use core::alloc::{GlobalAlloc, Layout};
     pub use mode::{mode, Mode};
-    use size_class::is_small;
+    use size_class::{is_medium, is_served, is_small};
     pub use stats::{ClassStats, Stats};
 }
 
@@ -187,10 +192,11 @@ pub fn collect() {
 /// The usable size in bytes of a block this allocator returned for `layout`: how much memory the
 /// block really holds.
 ///
-/// * Arena blocks (mode [`Mode::Arena`], requests of up to 512 bytes with alignment up to 16): the
-///   block size of the request's size class, `layout.size()` rounded up to a multiple of 16
-///   (16 for a zero-size request).
-/// * In [`Mode::Annotate`], small blocks: `layout.size()` (the bytes past it are a red zone that
+/// * Arena blocks (mode [`Mode::Arena`], requests of up to 32 KiB with alignment up to 16): the
+///   block size of the request's size class: up to 512 bytes, `layout.size()` rounded up to a
+///   multiple of 16 (16 for a zero-size request); above, to the next of the medium classes (640,
+///   768, 896, 1024, 1280, ..., 32768: see [`size_class`]).
+/// * In [`Mode::Annotate`], arena blocks: `layout.size()` (the bytes past it are a red zone that
 ///   memcheck reports accesses to).
 /// * Every other block comes from the system allocator: libc's `malloc_usable_size`, at least
 ///   `layout.size()`.
@@ -207,10 +213,10 @@ pub unsafe fn usable_size(ptr: *const u8, layout: Layout) -> usize {
     let (size, align) = (layout.size(), layout.align());
     let m = mode::decide();
     match m {
-        mode::ARENA | mode::ARENA_FALLBACK if owned_small(m, ptr, size, align) => {
-            size_class::block_size(size_class::class_of(size.max(1)))
+        mode::ARENA | mode::ARENA_FALLBACK if owned_by_arena(m, ptr, size, align) => {
+            size_class::any_block_size(size_class::any_class_of(size.max(1)))
         }
-        mode::ANNOTATE if valgrind::annotated_small(size, align) => size,
+        mode::ANNOTATE if valgrind::annotated(size, align) => size,
         // SAFETY: every other block is a live libc block (per the caller).
         _ => unsafe { system::usable_size(ptr.cast_mut()) }.max(size),
     }
@@ -221,47 +227,58 @@ pub unsafe fn usable_size(ptr: *const u8, layout: Layout) -> usize {
 #[cfg(target_os = "linux")]
 const PEAK_SAMPLE_SIZE: usize = 1 << 20;
 
-/// Where a new block of this layout is served in mode `m` (after an arena fallback, a small block
-/// may also have come from libc: see [`owned_small`] for an existing block).
+/// Where a new block of this layout is served in mode `m` (after an arena fallback, an arena-sized
+/// block may also have come from libc: see [`owned_by_arena`] for an existing block).
 #[cfg(target_os = "linux")]
 #[inline]
 fn in_arena(m: u8, size: usize, align: usize) -> bool {
     match m {
-        mode::ARENA | mode::ARENA_FALLBACK => is_small(size, align),
-        mode::ANNOTATE => valgrind::annotated_small(size, align),
+        mode::ARENA | mode::ARENA_FALLBACK => is_served(size, align),
+        mode::ANNOTATE => valgrind::annotated(size, align),
         _ => false,
     }
 }
 
-/// Whether the live block `ptr` of this layout is an arena block in mode `m`: by layout, except
-/// after an arena fallback ([`mode::ARENA_FALLBACK`]), where a small block may be libc's and the
-/// arena map tells.
+/// Whether the arena map of the kind serving `size` (small or medium) holds `ptr`.
 #[cfg(target_os = "linux")]
 #[inline]
-fn owned_small(m: u8, ptr: *const u8, size: usize, align: usize) -> bool {
+fn map_holds(ptr: *const u8, size: usize) -> bool {
+    if size <= size_class::MAX_SMALL {
+        raw::owns_small(ptr)
+    } else {
+        raw::owns_medium(ptr)
+    }
+}
+
+/// Whether the live block `ptr` of this layout is an arena block in mode `m`: by layout, except
+/// after an arena fallback ([`mode::ARENA_FALLBACK`]), where an arena-sized block may be libc's
+/// and the arena map tells.
+#[cfg(target_os = "linux")]
+#[inline]
+fn owned_by_arena(m: u8, ptr: *const u8, size: usize, align: usize) -> bool {
     if m == mode::ARENA_FALLBACK {
-        is_small(size, align) && raw::owns(ptr)
+        is_served(size, align) && map_holds(ptr, size)
     } else {
         in_arena(m, size, align)
     }
 }
 
-/// Small requests when the mode is not (yet known to be) `Arena`.
+/// Small and medium requests when the mode is not (yet known to be) `Arena`.
 #[cfg(target_os = "linux")]
 #[cold]
 #[inline(never)]
 fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
     match mode::decide() {
-        mode::ARENA | mode::ARENA_FALLBACK if zeroed => heap::alloc_zeroed(layout.size()),
-        mode::ARENA | mode::ARENA_FALLBACK => heap::alloc(layout.size()),
-        mode::ANNOTATE if valgrind::annotated_small(layout.size(), layout.align()) => {
+        mode::ARENA | mode::ARENA_FALLBACK if zeroed => heap::alloc_any::<true>(layout.size()),
+        mode::ARENA | mode::ARENA_FALLBACK => heap::alloc_any::<false>(layout.size()),
+        mode::ANNOTATE if valgrind::annotated(layout.size(), layout.align()) => {
             valgrind::alloc(layout, zeroed)
         }
         _ => large_alloc(layout, zeroed),
     }
 }
 
-/// Frees a small-layout block when the mode is not `Arena`.
+/// Frees a small- or medium-layout block when the mode is not `Arena`.
 ///
 /// # Safety
 /// As for `GlobalAlloc::dealloc`.
@@ -270,9 +287,10 @@ fn alloc_small_other(layout: Layout, zeroed: bool) -> *mut u8 {
 #[inline(never)]
 unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
     let m = mode::decide();
-    if m == mode::ARENA_FALLBACK && raw::owns(ptr) {
-        // SAFETY: an arena block (the map says so) of this small layout, served by the heap.
-        unsafe { heap::free(ptr, layout.size()) };
+    if m == mode::ARENA_FALLBACK && map_holds(ptr, layout.size()) {
+        // SAFETY: an arena block (the map of its kind says so) of this layout, served by the
+        // heap.
+        unsafe { heap::free_any(ptr, layout.size()) };
     } else if m == mode::ANNOTATE && in_arena(m, layout.size(), layout.align()) {
         // SAFETY: in annotate mode this layout was served by `valgrind::alloc`.
         unsafe { valgrind::free(ptr, layout) };
@@ -283,7 +301,45 @@ unsafe fn dealloc_small_other(ptr: *mut u8, layout: Layout) {
     }
 }
 
-/// Serves a request from libc, counting it in `bytes_requested`. Kept out of line so the small
+/// Serves a request above the small classes: a medium class in arena mode, else as
+/// [`alloc_small_other`] for medium layouts, else libc ([`large_alloc`]). Kept out of line so
+/// the small fast paths that share a function with it need no saved registers.
+#[cfg(target_os = "linux")]
+#[inline(never)]
+fn medium_or_large_alloc<const ZERO: bool>(layout: Layout) -> *mut u8 {
+    if is_medium(layout.size(), layout.align()) {
+        if mode::is_arena() {
+            let class = size_class::medium_class_of(layout.size());
+            return heap::alloc_medium_sized::<ZERO>(class, layout.size());
+        }
+        return alloc_small_other(layout, ZERO);
+    }
+    large_alloc(layout, ZERO)
+}
+
+/// Frees a block above the small classes (the counterpart of [`medium_or_large_alloc`]); out of
+/// line like it.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc`, with a layout that is not small.
+#[cfg(target_os = "linux")]
+#[inline(never)]
+unsafe fn medium_or_large_free(ptr: *mut u8, layout: Layout) {
+    if is_medium(layout.size(), layout.align()) {
+        if mode::is_arena() {
+            // SAFETY: in arena mode, medium layouts were served by the heap's medium classes.
+            unsafe { heap::free_medium(ptr, layout.size()) };
+        } else {
+            // SAFETY: forwarding the caller's contract.
+            unsafe { dealloc_small_other(ptr, layout) };
+        }
+        return;
+    }
+    // SAFETY: large blocks come from libc in every mode.
+    unsafe { large_free(ptr, layout) };
+}
+
+/// Serves a request from libc, counting it in `bytes_requested`. Kept out of line so the medium
 /// fast paths that share a function with it need no saved registers.
 #[cfg(target_os = "linux")]
 #[inline(never)]
@@ -314,8 +370,9 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
     unsafe { system::free(ptr) };
 }
 
-// SAFETY: small blocks come from pools that hand each block to one caller at a time, sized and
-// aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
+// SAFETY: small and medium blocks come from pools that hand each block to one caller at a time,
+// sized and aligned for the class (16-byte aligned, at least `size` bytes); everything else comes
+// from libc
 // with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
 // back unchanged, and the mode that decides the routing never changes once a block exists.
 #[cfg(target_os = "linux")]
@@ -328,7 +385,7 @@ unsafe impl GlobalAlloc for SmallArena {
             }
             return alloc_small_other(layout, false);
         }
-        large_alloc(layout, false)
+        medium_or_large_alloc::<false>(layout)
     }
 
     #[inline]
@@ -339,7 +396,7 @@ unsafe impl GlobalAlloc for SmallArena {
             }
             return alloc_small_other(layout, true);
         }
-        large_alloc(layout, true)
+        medium_or_large_alloc::<true>(layout)
     }
 
     // Always inlined: with the wrong-free checks the body crossed LLVM's threshold for `#[inline]`,
@@ -357,13 +414,13 @@ unsafe impl GlobalAlloc for SmallArena {
             unsafe { dealloc_small_other(ptr, layout) };
             return;
         }
-        // SAFETY: large blocks come from libc in every mode.
-        unsafe { large_free(ptr, layout) };
+        // SAFETY: forwarding the caller's contract.
+        unsafe { medium_or_large_free(ptr, layout) };
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let m = mode::decide();
-        let old_arena = owned_small(m, ptr, layout.size(), layout.align());
+        let old_arena = owned_by_arena(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
         if old_arena && new_arena {
             if m == mode::ANNOTATE {
@@ -371,7 +428,8 @@ unsafe impl GlobalAlloc for SmallArena {
                 if unsafe { valgrind::realloc_in_place(ptr, layout, new_size) } {
                     return ptr;
                 }
-            } else if size_class::class_of(layout.size()) == size_class::class_of(new_size) {
+            } else if size_class::any_class_of(layout.size()) == size_class::any_class_of(new_size)
+            {
                 heap::account(new_size.wrapping_sub(layout.size()));
                 return ptr;
             }

@@ -96,7 +96,8 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
 #[cfg(miri)]
 pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
     use std::alloc::{GlobalAlloc, Layout, System};
-    let l = Layout::from_size_align(size, crate::arena::ARENA_SIZE).expect("arena layout");
+    // Only arenas are unmapped, and they are mapped aligned to their size.
+    let l = Layout::from_size_align(size, size).expect("arena layout");
     // SAFETY: the caller hands back exactly what map_aligned produced with this layout.
     unsafe { System.dealloc(p, l) }
 }

@@ -1,4 +1,7 @@
-//! Pools: 16 KiB runs of equal-sized blocks of one size class, with a header in front.
+//! Pools: runs of equal-sized blocks of one size class, with a header in front: 16 KiB pools for
+//! the small classes, 256 KiB pools for the medium ones ([`MEDIUM_POOL_SIZE`]). Both kinds share
+//! this header and every protocol below; they differ only in size (and so in the address mask that
+//! finds a block's pool, and the constants of the block-boundary test).
 //!
 //! A pool belongs to at most one heap at a time (its *owner*). The owner's thread alone touches
 //! the owner-side fields (`free`, `bump`, `end`, the list links, the flags), without atomics.
@@ -17,12 +20,15 @@
 //!   `used == 0` and the remote word is 0: then no block of it is live anywhere, so no remote free
 //!   for it can be in flight, and it can safely be reused for another size class.
 
-use crate::size_class::{block_size, GRANULE};
+use crate::size_class::{any_block_size, is_medium_class, CLASS_COUNT, GRANULE};
 use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use core::ptr::null_mut;
 
-/// Size and alignment of a pool.
+/// Size and alignment of a small pool.
 pub const POOL_SIZE: usize = 16 * 1024;
+/// Size and alignment of a medium pool: the largest medium class (32 KiB) gets 7 blocks, the
+/// smallest (640 B) 409; pages of a pool are touched only as its bump pointer reaches them.
+pub const MEDIUM_POOL_SIZE: usize = 256 * 1024;
 /// Bytes at the start of each pool taken by its header (a multiple of 16, so blocks are 16-aligned).
 ///
 /// Under loom its atomics are bigger (they carry model-checker state), so the header is too.
@@ -50,8 +56,10 @@ pub struct Block {
 /// The header at the start of every pool.
 ///
 /// Invariants:
-/// * The header is at a `POOL_SIZE`-aligned address; the pool's blocks of `block_size` bytes start
-///   at `POOL_HEADER` and end at `end`. Every block address inside is 16-byte aligned.
+/// * The header is at an address aligned to the pool's size (`POOL_SIZE` for a small pool,
+///   `MEDIUM_POOL_SIZE` for a medium one, as `medium` says; fixed for the life of the mapping);
+///   the pool's blocks of `bytes` bytes start at `POOL_HEADER` and end at `end`. Every block
+///   address inside is 16-byte aligned.
 /// * `free` is a singly linked list of free blocks of this pool; blocks between `bump` and `end`
 ///   have never been handed out since the pool was set up for its class.
 /// * Owner-side fields are read and written only by the thread currently using the owner heap.
@@ -91,7 +99,7 @@ pub struct Pool {
     pub full: bool,
     /// The bump region is known to be zeroed (fresh from the OS).
     pub fresh: bool,
-    // --- remote side (second cache line) ---
+    // --- remote side (second cache line), and the fields of the slow paths ---
     remote: RemoteSide,
 }
 
@@ -103,6 +111,12 @@ struct RemoteSide {
     count: AtomicU32,
     /// Link in the owner heap's remote queue.
     queue_next: AtomicPtr<Pool>,
+    /// Not remote-side, in the line's spare room (the first line is full): the block size of the
+    /// class served, in bytes (any kind of pool), 0 when it serves none; written like `check_mul`.
+    bytes: u32,
+    /// Not remote-side either: a medium pool (`MEDIUM_POOL_SIZE`, in a medium arena); set when
+    /// the header is first written and never changed while the mapping lives.
+    medium: bool,
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= POOL_HEADER);
@@ -112,17 +126,22 @@ const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64);
 
 /// Rotation of the block-boundary test: the block size's power of two is at most `2^ROT` (512).
 const ROT: u32 = 9;
+/// The same for medium pools: block sizes' powers of two are at most 2^15 (32 KiB).
+const MEDIUM_ROT: u32 = 15;
 
-/// The multiplier of the block-boundary test for `class` (see [`Pool::is_block`]).
+/// The multiplier of the block-boundary test for blocks of `bs` bytes in a pool whose test rotates
+/// by `rot` (see [`Pool::is_block`]).
 ///
 /// The block size is `2^s * m` with `m` odd and `s <= ROT`. With `inv` the inverse of `m` modulo
 /// 2^32, `x * inv` is `q * 2^s` exactly when `x = q * bs`; otherwise either its low `s` bits are not
 /// all zero or its bits above them are at least `(2^(32-s) - 1) / m`, far beyond any block index.
 /// Scaled by `2^(ROT-s)` and rotated right by `ROT`, every valid offset gives its block index and
 /// every other gives at least 2^18 (the header's offsets are taken modulo the pool size, past the
-/// last block: see [`Pool::is_block`]).
-const fn check_mul(class: usize) -> u32 {
-    let bs = block_size(class) as u32;
+/// last block: see [`Pool::is_block`]). For medium pools (`rot` 15, offsets below 2^18, block
+/// sizes `2^s * m` with `s >= 7`) the same argument holds: an offset `2^s * y` with `y` not a
+/// multiple of `m` gives `y * inv mod 2^17`, which is a block index `q` only if `y = q * m`.
+const fn check_mul(bs: usize, rot: u32) -> u32 {
+    let bs = bs as u32;
     let s = bs.trailing_zeros();
     let m = bs >> s;
     // Newton's iteration doubles the correct low bits each step: 3 (m * m = 1 mod 8) -> 48.
@@ -132,7 +151,7 @@ const fn check_mul(class: usize) -> u32 {
         inv = inv.wrapping_mul(2u32.wrapping_sub(m.wrapping_mul(inv)));
         i += 1;
     }
-    inv << (ROT - s)
+    inv << (rot - s)
 }
 
 /// The fault a free was caught making; see [`fault`].
@@ -219,26 +238,36 @@ impl Pool {
                     head: AtomicPtr::new(null_mut()),
                     count: AtomicU32::new(0),
                     queue_next: AtomicPtr::new(null_mut()),
+                    bytes: 0,
+                    medium: false,
                 },
             }
         }
     }
 
-    /// The pool holding `p`, found by masking its address.
+    /// The small pool holding `p` (a pointer into a small arena), found by masking its address.
     #[inline(always)]
     pub fn of(p: *mut u8) -> *mut Pool {
         p.map_addr(|a| a & !(POOL_SIZE - 1)).cast()
     }
 
+    /// The medium pool holding `p` (a pointer into a medium arena).
+    #[inline(always)]
+    pub fn of_medium(p: *mut u8) -> *mut Pool {
+        p.map_addr(|a| a & !(MEDIUM_POOL_SIZE - 1)).cast()
+    }
+
     /// Writes a fresh header for a pool that serves nothing yet.
     ///
     /// # Safety
-    /// `pool` must point to `POOL_SIZE` bytes we own exclusively, `POOL_SIZE`-aligned.
-    pub unsafe fn init_free(pool: *mut Pool, fresh: bool) {
+    /// `pool` must point to the pool's bytes (`MEDIUM_POOL_SIZE` if `medium`, else `POOL_SIZE`),
+    /// aligned to that size, which we own exclusively.
+    pub unsafe fn init_free(pool: *mut Pool, fresh: bool, medium: bool) {
         // SAFETY: the caller gives exclusive ownership of the pool's memory.
         unsafe {
             pool.write(Pool::sentinel());
             (*pool).fresh = fresh;
+            (*pool).remote.medium = medium;
         }
     }
 
@@ -246,10 +275,13 @@ impl Pool {
     ///
     /// # Safety
     /// The caller owns the pool exclusively (it is not published to any heap or arena list), its
-    /// `used` is 0 and its remote word is 0.
+    /// `used` is 0 and its remote word is 0; `class` is medium exactly when the pool is.
     pub unsafe fn assign(pool: *mut Pool, class: usize, owner: *mut u8) {
-        let bs = block_size(class);
-        let cap = (POOL_SIZE - POOL_HEADER) / bs;
+        let bs = any_block_size(class);
+        let cap = Pool::capacity(class);
+        let rot = if is_medium_class(class) { MEDIUM_ROT } else { ROT };
+        // SAFETY: per the caller, the header is ours.
+        debug_assert_eq!(unsafe { Pool::is_medium(pool) }, is_medium_class(class));
         // SAFETY: exclusive access per the caller; all addresses stay inside the pool.
         unsafe {
             let base = pool.cast::<u8>();
@@ -263,9 +295,12 @@ impl Pool {
             // before (caught or not) does not follow the pool into its next use.
             (*pool).used.store(0, Ordering::Relaxed);
             (*pool).remote.count.store(0, Ordering::Relaxed);
-            (*pool).check_mul = check_mul(class);
+            (*pool).check_mul = check_mul(bs, rot);
             (*pool).check_cap = cap as u32;
-            (*pool).granules = (bs / GRANULE) as u8;
+            // Small pools only: the size-less free of a small block reads it; medium pools keep
+            // 0 (their sizes do not fit a byte) and are asked through `bytes`.
+            (*pool).granules = if is_medium_class(class) { 0 } else { (bs / GRANULE) as u8 };
+            (*pool).remote.bytes = bs as u32;
             (*pool).class.store(class as u8, Ordering::Relaxed);
             (*pool).owner.store(owner, Ordering::Release);
         }
@@ -287,8 +322,57 @@ impl Pool {
         x.wrapping_mul(mul).rotate_right(ROT) < cap
     }
 
-    /// The block size of the class the pool serves, 0 when it serves none: one byte load, for a
-    /// caller that has a block but not its size.
+    /// Whether `p`, a pointer into the medium pool `pool`, is the start of one of its blocks:
+    /// [`Pool::is_block`] for medium pools.
+    ///
+    /// # Safety
+    /// `pool` is `Pool::of_medium(p)`, a mapped medium pool header.
+    #[inline(always)]
+    pub unsafe fn is_block_medium(pool: *const Pool, p: *const u8) -> bool {
+        let x = (p.addr().wrapping_sub(POOL_HEADER) & (MEDIUM_POOL_SIZE - 1)) as u32;
+        // SAFETY: per the caller.
+        let (mul, cap) = unsafe { ((*pool).check_mul, (*pool).check_cap) };
+        x.wrapping_mul(mul).rotate_right(MEDIUM_ROT) < cap
+    }
+
+    /// [`Pool::is_block`] or [`Pool::is_block_medium`], as the pool's kind says.
+    ///
+    /// # Safety
+    /// `pool` is the pool holding `p` (found with the mask of its kind), a mapped pool header.
+    #[inline]
+    pub unsafe fn is_block_any(pool: *const Pool, p: *const u8) -> bool {
+        // SAFETY: per the caller; `medium` never changes while the mapping lives.
+        unsafe {
+            if Pool::is_medium(pool) {
+                Pool::is_block_medium(pool, p)
+            } else {
+                Pool::is_block(pool, p)
+            }
+        }
+    }
+
+    /// The block size of the class any pool (small or medium) serves, 0 when it serves none.
+    ///
+    /// # Safety
+    /// As for [`Pool::block_size`].
+    #[inline(always)]
+    pub unsafe fn bytes(pool: *const Pool) -> usize {
+        // SAFETY: per the caller.
+        unsafe { (*pool).remote.bytes as usize }
+    }
+
+    /// Whether the pool is a medium one (`MEDIUM_POOL_SIZE`, in a medium arena).
+    ///
+    /// # Safety
+    /// `pool` is a mapped pool header (the flag never changes while the mapping lives).
+    #[inline]
+    pub unsafe fn is_medium(pool: *const Pool) -> bool {
+        // SAFETY: per the caller.
+        unsafe { (*pool).remote.medium }
+    }
+
+    /// The block size of the class the small pool serves, 0 when it serves none (or the pool is a
+    /// medium one): one byte load, for a caller that has a block but not its size.
     ///
     /// # Safety
     /// `pool` is a mapped pool header, read while one of its blocks is live (the value is written
@@ -311,14 +395,20 @@ impl Pool {
             (*pool).check_cap = 0;
             (*pool).check_mul = 0;
             (*pool).granules = 0;
+            (*pool).remote.bytes = 0;
             // Its blocks were handed out: no longer known to be zero.
             (*pool).fresh = false;
         }
     }
 
-    /// How many blocks a pool of `class` holds.
+    /// How many blocks a pool of `class` (small or medium) holds.
     pub const fn capacity(class: usize) -> usize {
-        (POOL_SIZE - POOL_HEADER) / block_size(class)
+        let size = if is_medium_class(class) {
+            MEDIUM_POOL_SIZE
+        } else {
+            POOL_SIZE
+        };
+        (size - POOL_HEADER) / any_block_size(class)
     }
 
     /// Pushes `block` onto the remote list from a thread that does not own the pool.
@@ -417,6 +507,13 @@ impl Pool {
     }
 }
 
+/// The most blocks any pool holds (small class 0, or the smallest medium class if that has more).
+const MAX_CAPACITY: usize = if Pool::capacity(0) > Pool::capacity(CLASS_COUNT) {
+    Pool::capacity(0)
+} else {
+    Pool::capacity(CLASS_COUNT)
+};
+
 /// A list of blocks taken off a remote list.
 pub struct Taken {
     /// First block, or null.
@@ -448,7 +545,7 @@ impl Taken {
         while !cur.is_null() {
             // A list longer than any pool's capacity has a cycle: a block pushed twice (a double
             // free whose key was overwritten in between).
-            if t.len as usize >= Pool::capacity(0) {
+            if t.len as usize >= MAX_CAPACITY {
                 fault(Fault::DoubleFree, cur.cast());
             }
             t.len += 1;
@@ -463,7 +560,7 @@ impl Taken {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::size_class::CLASS_COUNT;
+    use crate::size_class::block_size;
 
     /// A pool header (and room behind it) to try every offset against.
     #[repr(C, align(16384))]
@@ -476,7 +573,7 @@ mod tests {
         let mut space = Box::new(Space([0; POOL_SIZE]));
         let pool = space.0.as_mut_ptr().cast::<Pool>();
         // SAFETY: the box is POOL_SIZE bytes, POOL_SIZE-aligned, ours alone.
-        unsafe { Pool::init_free(pool, false) };
+        unsafe { Pool::init_free(pool, false, false) };
         let base = pool.cast::<u8>();
         let step = if cfg!(miri) { 16 } else { 1 };
         for off in (0..POOL_SIZE).step_by(step) {
@@ -502,6 +599,50 @@ mod tests {
         }
     }
 
+    /// A medium pool's header and room behind it.
+    #[repr(C, align(262144))]
+    struct MediumSpace([u8; MEDIUM_POOL_SIZE]);
+
+    /// The medium pools' boundary test is exact too, for every medium class.
+    #[test]
+    fn medium_is_block_accepts_exactly_the_block_starts() {
+        // SAFETY: an all-zero byte array is a valid value; boxed straight on the heap (too big for
+        // Miri's and the test threads' stacks).
+        let mut space: Box<MediumSpace> = unsafe { Box::new_zeroed().assume_init() };
+        let pool = space.0.as_mut_ptr().cast::<Pool>();
+        // SAFETY: the box is MEDIUM_POOL_SIZE bytes, aligned to that, ours alone.
+        unsafe { Pool::init_free(pool, false, true) };
+        let base = pool.cast::<u8>();
+        let step = if cfg!(miri) { 1024 + 16 } else { 16 };
+        for class in CLASS_COUNT..crate::size_class::CLASSES {
+            let bs = any_block_size(class);
+            // SAFETY: as above; nothing of it is live.
+            unsafe { Pool::assign(pool, class, null_mut()) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { Pool::bytes(pool) }, bs);
+            let mut hits = 0;
+            // Every 16th byte (blocks are 16-aligned; an offset not a multiple of 16 also fails
+            // the low-bits test), plus every block start and the bytes around it.
+            let starts = (0..Pool::capacity(class)).map(|i| POOL_HEADER + i * bs);
+            let around = starts.flat_map(|o| [o - 1, o, o + 1, o + 8]);
+            for off in (0..MEDIUM_POOL_SIZE).step_by(step).chain(around) {
+                let want = off >= POOL_HEADER
+                    && (off - POOL_HEADER) % bs == 0
+                    && (off - POOL_HEADER) / bs < Pool::capacity(class);
+                // SAFETY: as above.
+                let got = unsafe { Pool::is_block_medium(pool, base.wrapping_add(off)) };
+                assert_eq!(got, want, "class {class} offset {off}");
+                // SAFETY: as above.
+                assert_eq!(got, unsafe { Pool::is_block_any(pool, base.wrapping_add(off)) });
+                hits += usize::from(got);
+            }
+            assert!(hits >= Pool::capacity(class));
+            assert!(Pool::capacity(class) >= 7, "class {class}");
+            // SAFETY: as above.
+            unsafe { Pool::unassign(pool) };
+        }
+    }
+
     /// Reassigning a pool resets its counters, whatever a wrong free left in them.
     #[test]
     fn assign_resets_the_counters() {
@@ -509,7 +650,7 @@ mod tests {
         let pool = space.0.as_mut_ptr().cast::<Pool>();
         // SAFETY: the box is POOL_SIZE bytes, POOL_SIZE-aligned, ours alone.
         unsafe {
-            Pool::init_free(pool, false);
+            Pool::init_free(pool, false, false);
             Pool::assign(pool, 3, null_mut());
             (*pool).used.store(u32::MAX, Ordering::Relaxed);
             (*pool).remote.count.store(7, Ordering::Relaxed);

@@ -5,13 +5,15 @@
 //!
 //! * [`owns`] tells in constant time, without a lock, whether a pointer lies in one of smallarena's
 //!   arenas (a bitmap over arena addresses, updated when arenas are mapped and unmapped), so a
-//!   caller can send every foreign pointer to the allocator that made it;
+//!   caller can send every foreign pointer to the allocator that made it; [`owns_small`] and
+//!   [`owns_medium`] ask each kind of arena alone, one lookup each;
 //! * [`usable_size`] reads the block size from the pool header of an owned pointer;
-//! * [`alloc`]/[`alloc_zeroed`] serve *small* requests (`size <= 512`; every block is 16-byte
-//!   aligned) from the calling thread's pools, and [`free`] takes them back from any thread.
+//! * [`alloc`]/[`alloc_zeroed`] serve *small* and *medium* requests (`size <= 32768`; every block
+//!   is 16-byte aligned) from the calling thread's pools, and [`free`] takes them back from any
+//!   thread ([`free_small`] and [`free_medium`] when the caller knows the kind already).
 //!
 //! [`alloc`] returns null when it will not serve a request, and the caller then uses its own
-//! large-object allocator (libc in the preload). That happens for sizes above 512 and in every
+//! large-object allocator (libc in the preload). That happens for sizes above 32 KiB and in every
 //! mode but
 //! [`Mode::Arena`](crate::Mode::Arena): in `System` mode (the automatic choice under Valgrind)
 //! and also in `Annotate` mode, which this module does not implement (its red zones would make
@@ -36,24 +38,51 @@
 //!     // SAFETY: `p` is live and freed once.
 //!     unsafe { raw::free(p) };
 //! }
-//! let big = raw::alloc(4096);
-//! assert!(big.is_null()); // not small: the caller's own allocator serves it
+//! let medium = raw::alloc(3000);
+//! if !medium.is_null() {
+//!     // A medium block: 3072 bytes (four classes per doubling above 512).
+//!     assert!(raw::owns(medium) && raw::owns_medium(medium) && !raw::owns_small(medium));
+//!     // SAFETY: a live block from `raw::alloc`.
+//!     assert_eq!(unsafe { raw::usable_size(medium) }, 3072);
+//!     // SAFETY: live, freed once.
+//!     unsafe { raw::free(medium) };
+//! }
+//! let big = raw::alloc(40_000);
+//! assert!(big.is_null()); // above 32 KiB: the caller's own allocator serves it
 //! assert!(!raw::owns(&0u8));
 //! ```
 
 use crate::pool::Pool;
-use crate::size_class::{block_size, class_of, GRANULE, MAX_SMALL};
+use crate::size_class::{
+    any_block_size, any_class_of, block_size, class_of, is_medium_class, GRANULE, MAX_MEDIUM,
+    MAX_SMALL,
+};
 use crate::{heap, mode, registry};
 
-/// Whether `p` points into one of smallarena's arenas, i.e. was (or could have been) returned by
-/// [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including null and pointers
-/// from other allocators; lock-free, constant time, never allocates.
+/// Whether `p` points into one of smallarena's arenas (small or medium), i.e. was (or could have
+/// been) returned by [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including
+/// null and pointers from other allocators; lock-free, constant time (one or two bitmap loads),
+/// never allocates.
 #[inline(always)]
 pub fn owns(p: *const u8) -> bool {
+    owns_small(p) || owns_medium(p)
+}
+
+/// Whether `p` points into one of smallarena's small arenas (blocks of at most 512 bytes): one
+/// bitmap load. As [`owns`] otherwise.
+#[inline(always)]
+pub fn owns_small(p: *const u8) -> bool {
     registry::contains(p.addr())
 }
 
-/// The usable size of an arena block: its class's block size (16..=512). Every byte of it may be
+/// Whether `p` points into one of smallarena's medium arenas (blocks of 640 to 32768 bytes): one
+/// bitmap load. As [`owns`] otherwise.
+#[inline(always)]
+pub fn owns_medium(p: *const u8) -> bool {
+    registry::contains_medium(p.addr())
+}
+
+/// The usable size of an arena block: its class's block size (16..=32768). Every byte of it may be
 /// used, and [`free`] takes it back whole.
 ///
 /// A pointer that is not a live block (one inside a block, or a block already freed) aborts the
@@ -65,10 +94,16 @@ pub fn owns(p: *const u8) -> bool {
 /// least a pointer for which [`owns`] is true.
 #[inline]
 pub unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: `p` points into a mapped arena (per the caller).
-    unsafe { heap::check_live(p.cast_mut()) };
-    // SAFETY: as above.
-    unsafe { class_size(p) }
+    let small = owns_small(p);
+    // SAFETY: `p` points into a mapped arena (per the caller), of the kind the map says.
+    unsafe { heap::check_live(p.cast_mut(), !small) };
+    if small {
+        // SAFETY: as above.
+        unsafe { class_size(p) }
+    } else {
+        // SAFETY: as above; a live block's pool serves its class while the block lives.
+        unsafe { Pool::bytes(Pool::of_medium(p.cast_mut())) }
+    }
 }
 
 /// The block size of the class `p`'s pool serves.
@@ -85,11 +120,14 @@ unsafe fn class_size(p: *const u8) -> usize {
 }
 
 /// A block of at least `size` bytes (a unique block for `size == 0`), 16-byte aligned, from the
-/// arena. Null when the request is not small (`size > 512`), the mode is not `Arena`, or the OS
-/// refused memory: the caller then serves it elsewhere.
+/// arena. Null when the request is too big for a class (`size > 32768`), the mode is not
+/// `Arena`, or the OS refused memory: the caller then serves it elsewhere.
 #[inline]
 pub fn alloc(size: usize) -> *mut u8 {
     match arena_class(size) {
+        Some(class) if is_medium_class(class) => {
+            heap::alloc_medium_sized::<false>(class, any_block_size(class))
+        }
         Some(class) => heap::alloc_sized::<false>(class, block_size(class)),
         None => core::ptr::null_mut(),
     }
@@ -99,6 +137,9 @@ pub fn alloc(size: usize) -> *mut u8 {
 #[inline]
 pub fn alloc_zeroed(size: usize) -> *mut u8 {
     match arena_class(size) {
+        Some(class) if is_medium_class(class) => {
+            heap::alloc_medium_sized::<true>(class, any_block_size(class))
+        }
         Some(class) => heap::alloc_sized::<true>(class, block_size(class)),
         None => core::ptr::null_mut(),
     }
@@ -148,7 +189,24 @@ pub fn try_alloc(size: usize) -> *mut u8 {
     heap::try_alloc_sized::<false>(class_of(size), block)
 }
 
-/// Frees an arena block, from any thread.
+/// Frees an arena block (small or medium), from any thread: [`free_small`] or [`free_medium`], as
+/// the address maps say.
+///
+/// # Safety
+/// As for [`free_small`], for a pointer for which [`owns`] is true.
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: per the caller, an arena pointer, of the kind the map says.
+    unsafe {
+        if owns_small(p) {
+            free_small(p)
+        } else {
+            free_medium(p)
+        }
+    }
+}
+
+/// Frees a small arena block, from any thread.
 ///
 /// Wrong frees that are cheap to tell abort the process with one line on stderr naming the fault
 /// and the address (as glibc does): a pointer that is not the start of a block (inside one, or in
@@ -156,27 +214,40 @@ pub fn try_alloc(size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since; or at least a
-/// pointer for which [`owns`] is true (then the checks above apply).
+/// pointer for which [`owns_small`] is true (then the checks above apply).
 ///
-/// Always inlined, so that a `free` that has just asked [`owns`] goes straight to the heap: no
-/// call, and no second ownership test.
+/// Always inlined, so that a `free` that has just asked [`owns_small`] goes straight to the heap:
+/// no call, and no second ownership test.
 #[inline(always)]
-pub unsafe fn free(p: *mut u8) {
+pub unsafe fn free_small(p: *mut u8) {
     // SAFETY: per the caller, an arena pointer; its class gives the size it was served with, and
     // `heap::free` checks it.
     unsafe { heap::free(p, class_size(p)) }
 }
 
-/// The class serving `size` when the arena should serve it.
+/// Frees a medium arena block, from any thread; the checks of [`free_small`] apply.
+///
+/// # Safety
+/// `p` must be a live block from [`alloc`]/[`alloc_zeroed`], not freed since; or at least a
+/// pointer for which [`owns_medium`] is true.
+#[inline]
+pub unsafe fn free_medium(p: *mut u8) {
+    // SAFETY: per the caller, a pointer into a mapped medium arena: its pool header is readable,
+    // and for a live block holds the class it was served with (0 for a pool serving none, which
+    // `heap::free_medium` rejects).
+    unsafe { heap::free_medium(p, Pool::bytes(Pool::of_medium(p))) }
+}
+
+/// The class (small or medium) serving `size` when the arena should serve it.
 #[inline(always)]
 fn arena_class(size: usize) -> Option<usize> {
-    if size > MAX_SMALL {
+    if size > MAX_MEDIUM {
         return None;
     }
     if !mode::is_arena() && !matches!(mode::decide(), mode::ARENA | mode::ARENA_FALLBACK) {
         return None;
     }
-    Some(class_of(size.max(1)))
+    Some(any_class_of(size.max(1)))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -200,7 +271,22 @@ mod tests {
                 free(p);
             }
         }
-        assert!(alloc(513).is_null());
+        // Medium sizes: classes 32, 33, 43, 55.
+        for size in [513, 700, 4000, 32768] {
+            let p = alloc(size);
+            assert!(!p.is_null(), "{size}");
+            assert!(owns(p) && owns_medium(p) && !owns_small(p));
+            assert_eq!(p.addr() % 16, 0);
+            // SAFETY: live block from `alloc`.
+            let us = unsafe { usable_size(p) };
+            assert!(us >= size && us <= size + size / 4, "{size} -> {us}");
+            // SAFETY: the block has `us` writable bytes; freed once.
+            unsafe {
+                core::ptr::write_bytes(p, 0xAB, us);
+                free(p);
+            }
+        }
+        assert!(alloc(MAX_MEDIUM + 1).is_null());
         assert!(alloc_zeroed(usize::MAX).is_null());
     }
 

@@ -29,11 +29,16 @@
 //! live arena; its bit may only be set if the kernel later gives that address range to one of our
 //! arenas, which requires libc to have unmapped it first, i.e. the libc block is dead.
 //!
+//! Medium arenas (4 MiB, see [`crate::arena::Kind`]) have a second map of the same design, one
+//! bit per 4 MiB slot (an 8 MiB bitmap on 64-bit targets): a small free (the preload's `free`)
+//! asks only the first map, exactly as before medium classes existed; a pointer the first map
+//! does not know (a medium block, or libc's) costs one more lookup, in the second.
+//!
 //! Under loom (whose atomics cannot fill 32 MiB) the same protocol runs on a small window of
 //! slots, those of loom's one arena reservation; a lookup outside it answers "not ours" (see
 //! [`Map`]).
 
-use crate::arena::{Locked, ARENA_SIZE};
+use crate::arena::{Kind, Locked, ARENA_SIZE, MEDIUM_ARENA_SIZE};
 use crate::sync::{AtomicUsize, Ordering};
 
 /// log2 of the arena size: the address bits below this are the offset inside an arena.
@@ -56,6 +61,11 @@ const SLOTS: usize = 1 << (ADDRESS_BITS - ARENA_BITS);
 const WORD_BITS: usize = usize::BITS as usize;
 /// Words in the map.
 const WORDS: usize = SLOTS / WORD_BITS;
+/// log2 of the medium arena size, and the medium map's slots and words.
+const MEDIUM_BITS: u32 = MEDIUM_ARENA_SIZE.trailing_zeros();
+const MEDIUM_SLOTS: usize = 1 << (ADDRESS_BITS - MEDIUM_BITS);
+#[cfg(not(loom))]
+const MEDIUM_WORDS: usize = MEDIUM_SLOTS / WORD_BITS;
 
 #[cfg(all(target_pointer_width = "64", not(miri)))]
 const _: () = assert!(SLOTS == 1 << 28 && WORDS * 8 == 32 << 20);
@@ -71,10 +81,10 @@ const _: () = assert!(SLOTS == 4096 && WORDS * 4 == 512);
 ///   concurrently); they are read from any thread without the lock.
 #[cfg(not(loom))]
 #[repr(C)]
-struct Map([AtomicUsize; WORDS]);
+struct Map<const W: usize>([AtomicUsize; W]);
 
 #[cfg(not(loom))]
-impl Map {
+impl<const W: usize> Map<W> {
     /// The word holding slot `s`'s bit, and the bit, for a lookup.
     #[inline(always)]
     fn bit(&self, s: usize) -> Option<(&AtomicUsize, usize)> {
@@ -92,7 +102,13 @@ impl Map {
 crate::sync::global! {
     /// The map: all zeros in `.bss` (32 MiB of address space on 64-bit targets, see the module
     /// documentation for why that costs a page or two of memory).
-    static MAP: Map = Map([const { AtomicUsize::new(0) }; WORDS]);
+    static MAP: Map<WORDS> = Map([const { AtomicUsize::new(0) }; WORDS]);
+}
+
+#[cfg(not(loom))]
+crate::sync::global! {
+    /// The medium arenas' map (8 MiB of address space on 64-bit targets).
+    static MEDIUM_MAP: Map<MEDIUM_WORDS> = Map([const { AtomicUsize::new(0) }; MEDIUM_WORDS]);
 }
 
 /// Slots of the loom stand-in: its arenas come from one 256 MiB reservation (`os.rs`).
@@ -143,6 +159,11 @@ crate::sync::global! {
     static MAP: Map = Map::new();
 }
 
+#[cfg(loom)]
+crate::sync::global! {
+    static MEDIUM_MAP: Map = Map::new();
+}
+
 /// The arena slot of `addr`, or `None` above the covered range.
 #[inline(always)]
 fn slot(addr: usize) -> Option<usize> {
@@ -151,7 +172,27 @@ fn slot(addr: usize) -> Option<usize> {
     (s < SLOTS).then_some(s)
 }
 
-/// Whether `addr` lies inside a published arena. Lock-free: a load and a bit test.
+/// The medium arena slot of `addr`, or `None` above the covered range.
+#[inline(always)]
+fn medium_slot(addr: usize) -> Option<usize> {
+    let s = addr >> MEDIUM_BITS;
+    (s < MEDIUM_SLOTS).then_some(s)
+}
+
+/// Whether `addr` lies inside a published medium arena. Lock-free: a load and a bit test.
+#[inline(always)]
+pub(crate) fn contains_medium(addr: usize) -> bool {
+    let Some(s) = medium_slot(addr) else {
+        return false;
+    };
+    let Some((word, bit)) = MEDIUM_MAP.bit(s) else {
+        return false;
+    };
+    // Relaxed: as for `contains`.
+    word.load(Ordering::Relaxed) & bit != 0
+}
+
+/// Whether `addr` lies inside a published small arena. Lock-free: a load and a bit test.
 #[inline(always)]
 pub(crate) fn contains(addr: usize) -> bool {
     let Some(s) = slot(addr) else {
@@ -165,26 +206,28 @@ pub(crate) fn contains(addr: usize) -> bool {
     word.load(Ordering::Relaxed) & bit != 0
 }
 
-/// Publishes the arena mapped at `base` (1 MiB-aligned). False when it cannot be published (the
-/// address is beyond the map); the caller must then not use it.
-pub(crate) fn insert(locked: &mut Locked, base: *mut u8) -> bool {
-    debug_assert_eq!(base.addr() & (ARENA_SIZE - 1), 0);
-    let Some(s) = slot(base.addr()) else {
-        return false;
-    };
-    let Some((word, bit)) = MAP.bit_mut(s, locked) else {
+/// The word and bit of the arena of `kind` at `base`, to change under the lock.
+fn bit_of(locked: &mut Locked, kind: Kind, base: *mut u8) -> Option<(&'static AtomicUsize, usize)> {
+    match kind {
+        Kind::Small => MAP.bit_mut(slot(base.addr())?, locked),
+        Kind::Medium => MEDIUM_MAP.bit_mut(medium_slot(base.addr())?, locked),
+    }
+}
+
+/// Publishes the arena of `kind` mapped at `base` (aligned to its size). False when it cannot be
+/// published (the address is beyond the map); the caller must then not use it.
+pub(crate) fn insert(locked: &mut Locked, kind: Kind, base: *mut u8) -> bool {
+    debug_assert_eq!(base.addr() & (kind.arena_size() - 1), 0);
+    let Some((word, bit)) = bit_of(locked, kind, base) else {
         return false;
     };
     word.fetch_or(bit, Ordering::Release);
     true
 }
 
-/// Withdraws the arena at `base` before it is unmapped. It must have been [`insert`]ed.
-pub(crate) fn remove(locked: &mut Locked, base: *mut u8) {
-    let Some(s) = slot(base.addr()) else {
-        return;
-    };
-    if let Some((word, bit)) = MAP.bit_mut(s, locked) {
+/// Withdraws the arena of `kind` at `base` before it is unmapped. It must have been [`insert`]ed.
+pub(crate) fn remove(locked: &mut Locked, kind: Kind, base: *mut u8) {
+    if let Some((word, bit)) = bit_of(locked, kind, base) {
         word.fetch_and(!bit, Ordering::Release);
     }
 }
@@ -247,8 +290,8 @@ mod tests {
         assert!(!contains(FAKE));
         {
             let mut l = Locked::take();
-            assert!(insert(&mut l, fake(0)));
-            assert!(insert(&mut l, fake(2)));
+            assert!(insert(&mut l, Kind::Small, fake(0)));
+            assert!(insert(&mut l, Kind::Small, fake(2)));
         }
         for (a, owned) in [
             (FAKE - 1, false),
@@ -263,22 +306,41 @@ mod tests {
         }
         {
             let mut l = Locked::take();
-            remove(&mut l, fake(0));
+            remove(&mut l, Kind::Small, fake(0));
         }
         assert!(!contains(FAKE));
         assert!(contains(FAKE + 2 * ARENA_SIZE));
         {
             let mut l = Locked::take();
-            remove(&mut l, fake(2));
+            remove(&mut l, Kind::Small, fake(2));
             // Beyond the map (64-bit): refused, and never reported as ours.
             if let Some(beyond) = BEYOND {
-                assert!(!insert(&mut l, core::ptr::without_provenance_mut(beyond)));
+                assert!(!insert(&mut l, Kind::Small, core::ptr::without_provenance_mut(beyond)));
             }
         }
         assert!(!contains(FAKE + 2 * ARENA_SIZE));
         if let Some(beyond) = BEYOND {
             assert!(!contains(beyond));
         }
+    }
+
+    #[test]
+    fn the_two_maps_are_apart() {
+        // A fake medium arena 32 MiB below the small tests' fake arenas (no slot of theirs).
+        let m = (FAKE & !(MEDIUM_ARENA_SIZE - 1)) - 8 * MEDIUM_ARENA_SIZE;
+        {
+            let mut l = Locked::take();
+            assert!(insert(&mut l, Kind::Medium, core::ptr::without_provenance_mut(m)));
+        }
+        assert!(contains_medium(m) && contains_medium(m + MEDIUM_ARENA_SIZE - 1));
+        assert!(!contains_medium(m - 1) && !contains_medium(m + MEDIUM_ARENA_SIZE));
+        assert!(!contains(m) && !contains(m + ARENA_SIZE));
+        {
+            let mut l = Locked::take();
+            remove(&mut l, Kind::Medium, core::ptr::without_provenance_mut(m));
+        }
+        assert!(!contains_medium(m));
+        assert!(!contains_medium(0));
     }
 
     #[test]
@@ -316,11 +378,11 @@ mod tests {
             }
             for _ in 0..rounds {
                 let mut l = Locked::take();
-                assert!(insert(&mut l, core::ptr::without_provenance_mut(a)));
+                assert!(insert(&mut l, Kind::Small, core::ptr::without_provenance_mut(a)));
                 drop(l);
                 assert!(contains(a));
                 let mut l = Locked::take();
-                remove(&mut l, core::ptr::without_provenance_mut(a));
+                remove(&mut l, Kind::Small, core::ptr::without_provenance_mut(a));
             }
         });
         assert!(!contains(a));

@@ -3,8 +3,8 @@
 //! straight to a file descriptor without allocating ([`Stats::write_to_fd`]), and at exit when
 //! `SMALLARENA_STATS` asks for it.
 
-use crate::pool::POOL_SIZE;
-use crate::size_class::{block_size, CLASS_COUNT};
+use crate::pool::{MEDIUM_POOL_SIZE, POOL_SIZE};
+use crate::size_class::{any_block_size, CLASSES};
 #[cfg(not(any(miri, loom)))]
 use crate::sync::Ordering;
 use core::fmt;
@@ -16,7 +16,8 @@ use core::fmt;
 pub struct ClassStats {
     /// Block size of the class, in bytes.
     pub block_size: usize,
-    /// Pools currently serving this class (each 16 KiB).
+    /// Pools currently serving this class (each 16 KiB for a small class, 256 KiB for a medium
+    /// one).
     pub pools: usize,
     /// Blocks handed out and not yet freed.
     pub blocks_in_use: usize,
@@ -36,18 +37,25 @@ pub struct ClassStats {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
-    /// Per size class, smallest first.
-    pub classes: [ClassStats; CLASS_COUNT],
-    /// Arenas mapped now.
+    /// Per size class, smallest first: the 32 small classes (16..=512 bytes), then the 24 medium
+    /// ones (640..=32768 bytes); see [`crate::size_class`].
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_classes"))]
+    pub classes: [ClassStats; CLASSES],
+    /// Small arenas (1 MiB) mapped now.
     pub arenas_mapped: usize,
-    /// Most arenas ever mapped at once.
+    /// Most small arenas ever mapped at once.
     pub arenas_peak: usize,
-    /// Bytes mapped for arenas now (`arenas_mapped` times the 1 MiB arena size).
+    /// Medium arenas (4 MiB) mapped now.
+    pub medium_arenas_mapped: usize,
+    /// Most medium arenas ever mapped at once.
+    pub medium_arenas_peak: usize,
+    /// Bytes mapped for arenas of both kinds now (address space: pages of it never touched use
+    /// no memory).
     pub bytes_mapped: usize,
-    /// Most bytes ever mapped for arenas at once (`arenas_peak` times the arena size).
+    /// Most bytes ever mapped for arenas at once.
     pub bytes_mapped_peak: usize,
-    /// Bytes in small blocks handed out and not yet freed, class-rounded: the sum of the classes'
-    /// `bytes_in_use`.
+    /// Bytes in blocks (small and medium) handed out and not yet freed, class-rounded: the sum of
+    /// the classes' `bytes_in_use`.
     pub bytes_in_blocks: usize,
     /// Bytes requested and not yet freed, over every allocation (arena and system). Under the
     /// preload, only arena blocks (each counted at its block size): glibc serves the others
@@ -64,7 +72,7 @@ pub struct Stats {
     /// The most bytes of the process ever resident at once (the OS's high-water mark:
     /// `getrusage`'s `ru_maxrss`); 0 if unknown.
     pub resident_peak_bytes: usize,
-    /// Pools free in their arenas, ready for any class.
+    /// Pools free in their arenas (small and medium), ready for any class of their kind.
     pub free_pools: usize,
     /// Empty pools cached by heaps for quick reuse.
     pub cached_pools: usize,
@@ -81,14 +89,16 @@ pub struct Stats {
 
 impl Stats {
     pub(crate) fn empty() -> Stats {
-        let mut classes = [ClassStats::default(); CLASS_COUNT];
+        let mut classes = [ClassStats::default(); CLASSES];
         for (i, c) in classes.iter_mut().enumerate() {
-            c.block_size = block_size(i);
+            c.block_size = any_block_size(i);
         }
         Stats {
             classes,
             arenas_mapped: 0,
             arenas_peak: 0,
+            medium_arenas_mapped: 0,
+            medium_arenas_peak: 0,
             bytes_mapped: 0,
             bytes_mapped_peak: 0,
             bytes_in_blocks: 0,
@@ -121,7 +131,8 @@ impl Stats {
 
     /// The snapshot as one JSON object on one line (its `Display`), with every field above plus
     /// `"mode"` (the mode's name) and the totals `"blocks_in_use"`, `"free_blocks"`,
-    /// `"pools_in_use"` and `"pool_size"` (bytes). Formatting it allocates nothing.
+    /// `"pools_in_use"`, `"pool_size"`, `"medium_pool_size"`, `"arena_size"` and
+    /// `"medium_arena_size"` (bytes). Formatting it allocates nothing.
     ///
     /// ```
     /// let s = smallarena::stats();
@@ -180,9 +191,11 @@ impl fmt::Display for Json<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 20] = [
+        let fields: [(&str, usize); 24] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
+            ("medium_arenas_mapped", s.medium_arenas_mapped),
+            ("medium_arenas_peak", s.medium_arenas_peak),
             ("bytes_mapped", s.bytes_mapped),
             ("bytes_mapped_peak", s.bytes_mapped_peak),
             ("bytes_in_blocks", s.bytes_in_blocks),
@@ -199,7 +212,9 @@ impl fmt::Display for Json<'_> {
             ("free_blocks", s.free_blocks()),
             ("pools_in_use", s.pools_in_use()),
             ("pool_size", POOL_SIZE),
+            ("medium_pool_size", MEDIUM_POOL_SIZE),
             ("arena_size", crate::arena::ARENA_SIZE),
+            ("medium_arena_size", crate::arena::MEDIUM_ARENA_SIZE),
             ("pid", process_id()),
         ];
         for (name, value) in fields {
@@ -207,6 +222,15 @@ impl fmt::Display for Json<'_> {
         }
         f.write_str("}")
     }
+}
+
+/// `Stats::classes` as a sequence (serde implements `Serialize` for arrays of at most 32).
+#[cfg(feature = "serde")]
+fn serialize_classes<S: serde::Serializer>(
+    classes: &[ClassStats; CLASSES],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&classes[..], s)
 }
 
 /// This process's id (0 under Miri).
@@ -377,15 +401,15 @@ extern "C" fn print_json_at_exit() {
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "smallarena: {} mode", crate::mode::mode_name())?;
-        writeln!(f, "class   size   pools   blocks in use   free blocks")?;
-        writeln!(f, "-----   ----   -----   -------------   -----------")?;
+        writeln!(f, "class    size   pools   blocks in use   free blocks")?;
+        writeln!(f, "-----   -----   -----   -------------   -----------")?;
         for (i, c) in self.classes.iter().enumerate() {
             if c.pools == 0 {
                 continue;
             }
             writeln!(
                 f,
-                "{:>5}   {:>4}   {:>5}   {:>13}   {:>11}",
+                "{:>5}   {:>5}   {:>5}   {:>13}   {:>11}",
                 i, c.block_size, c.pools, c.blocks_in_use, c.free_blocks
             )?;
         }
@@ -394,6 +418,11 @@ impl fmt::Display for Stats {
             f,
             "# arenas mapped now / peak     = {} / {}",
             self.arenas_mapped, self.arenas_peak
+        )?;
+        writeln!(
+            f,
+            "# medium arenas now / peak     = {} / {}",
+            self.medium_arenas_mapped, self.medium_arenas_peak
         )?;
         writeln!(
             f,
@@ -407,7 +436,7 @@ impl fmt::Display for Stats {
             self.cached_pools,
             self.free_pools
         )?;
-        writeln!(f, "# bytes in small blocks        = {}", self.bytes_in_blocks)?;
+        writeln!(f, "# bytes in blocks              = {}", self.bytes_in_blocks)?;
         writeln!(
             f,
             "# bytes requested now / peak   = {} / {}",
@@ -418,7 +447,11 @@ impl fmt::Display for Stats {
             "# resident bytes now / peak    = {} / {}",
             self.resident_bytes, self.resident_peak_bytes
         )?;
-        writeln!(f, "# pool size                    = {}", POOL_SIZE)?;
+        writeln!(
+            f,
+            "# pool size small / medium     = {} / {}",
+            POOL_SIZE, MEDIUM_POOL_SIZE
+        )?;
         writeln!(
             f,
             "# heaps (abandoned)            = {} ({})",

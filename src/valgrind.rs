@@ -11,7 +11,7 @@
 //! ## Annotate mode
 //! * A block handed out is described with `MALLOCLIKE_BLOCK` (the requested size, zeroed for
 //!   `alloc_zeroed`); a free is `FREELIKE_BLOCK`; an in-place `realloc` is `RESIZEINPLACE_BLOCK`.
-//! * Every small request takes [`REDZONE`] more bytes from its size class, so the bytes right after
+//! * Every small or medium request takes [`REDZONE`] more bytes from its size class, so the bytes right after
 //!   a block are never another live block: an overrun lands in no-access memory and is reported.
 //!   Requests too big for that go to libc, whose blocks memcheck tracks itself.
 //! * Arenas (pool headers, free blocks, unused space) and heap structures are marked no-access when
@@ -134,21 +134,22 @@ impl Drop for Quiet {
     }
 }
 
-/// Whether a request is served by the arena in annotate mode (room left for the redzone).
+/// Whether a request is served by the arena (a small or medium class) in annotate mode (room left
+/// for the redzone).
 #[inline]
-pub(crate) fn annotated_small(size: usize, align: usize) -> bool {
-    crate::size_class::is_small(size + REDZONE, align)
+pub(crate) fn annotated(size: usize, align: usize) -> bool {
+    size <= crate::size_class::MAX_MEDIUM - REDZONE && crate::size_class::is_served(size, align)
 }
 
-/// Annotate mode: an arena block for a small request, described to memcheck.
+/// Annotate mode: an arena block (small or medium) for a request, described to memcheck.
 pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     let size = layout.size();
     let p = {
         let _q = Quiet::new();
         let p = if zeroed {
-            crate::heap::alloc_zeroed(size + REDZONE)
+            crate::heap::alloc_any::<true>(size + REDZONE)
         } else {
-            crate::heap::alloc(size + REDZONE)
+            crate::heap::alloc_any::<false>(size + REDZONE)
         };
         if !p.is_null() {
             // The heap counted size + REDZONE as requested; the caller asked for `size`.
@@ -166,7 +167,7 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 /// [`quarantine`] (when it is enabled) before the heap may hand it out again.
 ///
 /// # Safety
-/// As for `GlobalAlloc::dealloc` with a layout that [`annotated_small`] accepts.
+/// As for `GlobalAlloc::dealloc` with a layout that [`annotated`] accepts.
 pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
     let size = layout.size();
     let live = {
@@ -216,18 +217,18 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
 unsafe fn release(p: *mut u8, size: usize) {
     crate::heap::account(REDZONE);
     // SAFETY: per the caller, an arena block of this (redzone-extended) size, freed once.
-    unsafe { crate::heap::free(p, size + REDZONE) };
+    unsafe { crate::heap::free_any(p, size + REDZONE) };
 }
 
 /// Annotate mode: `realloc` of an arena block, in place when the class allows it.
 ///
 /// # Safety
-/// As for `GlobalAlloc::realloc`; `layout` is accepted by [`annotated_small`].
+/// As for `GlobalAlloc::realloc`; `layout` is accepted by [`annotated`].
 pub(crate) unsafe fn realloc_in_place(p: *mut u8, layout: Layout, new_size: usize) -> bool {
-    let small = annotated_small(new_size, layout.align());
-    let same = small
-        && crate::size_class::class_of(layout.size() + REDZONE)
-            == crate::size_class::class_of(new_size + REDZONE);
+    let served = annotated(new_size, layout.align());
+    let same = served
+        && crate::size_class::any_class_of(layout.size() + REDZONE)
+            == crate::size_class::any_class_of(new_size + REDZONE);
     if same {
         {
             let _q = Quiet::new();

@@ -7,9 +7,9 @@
 //!
 //! The library exports the glibc malloc family (`malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`,
-//! `malloc_usable_size`). Requests of up to 512 bytes with alignment up to 16 come from
-//! smallarena's pools ([`smallarena::raw`]); everything else, and every pointer smallarena does
-//! not own, goes to glibc's allocator.
+//! `malloc_usable_size`). Requests of up to 32 KiB with alignment up to 16 come from
+//! smallarena's pools ([`smallarena::raw`]: small classes up to 512 bytes, medium classes above);
+//! everything else, and every pointer smallarena does not own, goes to glibc's allocator.
 //!
 //! ## Reaching glibc without recursion
 //! Inside this library the name `malloc` resolves to our own export, so glibc's allocator is
@@ -24,10 +24,13 @@
 //! `malloc_usable_size`).
 //!
 //! ## Ownership without a size
-//! `free(p)` asks [`smallarena::raw::owns`], a lock-free bitmap over 1 MiB arena slots (one load
-//! and a bit test; null is never ours), once per call, which blocks are ours; the pool header
-//! (at `p` rounded down to 16 KiB) holds the block size. Foreign pointers (large blocks, blocks made before a mode was
-//! decided never exist: the mode is decided on the first call) go to `__libc_free`.
+//! `free(p)` asks [`smallarena::raw::owns_small`], a lock-free bitmap over 1 MiB arena slots (one
+//! load and a bit test; null is never ours), which blocks are small ones of ours; the pool header
+//! (at `p` rounded down to 16 KiB) holds the block size. A pointer it does not know is asked
+//! about once more, in the medium arenas' map ([`smallarena::raw::owns_medium`], 4 MiB slots;
+//! the pool header at `p` rounded down to 256 KiB). Foreign pointers (large blocks; blocks made
+//! before a mode was decided never exist: the mode is decided on the first call) go to
+//! `__libc_free`.
 //!
 //! ## Under Valgrind
 //! The mode is decided on the first allocation exactly as for the Rust path (`SMALLARENA_MODE`,
@@ -75,7 +78,7 @@ use core::ffi::{c_char, c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use smallarena::raw;
-use smallarena::size_class::{class_of, MAX_ALIGN, MAX_SMALL};
+use smallarena::size_class::{any_class_of, MAX_ALIGN, MAX_MEDIUM};
 
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
@@ -98,7 +101,8 @@ fn set_errno(e: c_int) {
     unsafe { *__errno_location() = e };
 }
 
-/// Allocates `size` bytes, 16-byte aligned: the arena for small requests, glibc otherwise.
+/// Allocates `size` bytes, 16-byte aligned: the arena for small and medium requests, glibc
+/// otherwise.
 ///
 /// # Safety
 /// Any size may be asked for; the block must be freed with this library's `free`.
@@ -132,16 +136,32 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 
 /// Frees a block from any function of this library (or from glibc before it was loaded).
 ///
-/// One ownership test per call ([`raw::owns`], which also answers "not ours" for null: glibc's
-/// `free(NULL)` does nothing), then straight to the arena's free path, inlined.
+/// One ownership test for a small block ([`raw::owns_small`], which also answers "not ours" for
+/// null: glibc's `free(NULL)` does nothing), then straight to the arena's free path, inlined; a
+/// second test ([`raw::owns_medium`]) only for a pointer that is not a small block.
 ///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if raw::owns(p.cast()) {
-        // SAFETY: a live block in our arena (per the caller, and owned per the registry).
-        unsafe { raw::free(p.cast()) };
+    if raw::owns_small(p.cast()) {
+        // SAFETY: a live block in our small arenas (per the caller, and owned per the registry).
+        unsafe { raw::free_small(p.cast()) };
+    } else {
+        // SAFETY: forwarding.
+        unsafe { free_other(p) };
+    }
+}
+
+/// [`free`] of a pointer that is not a small block: a medium block, glibc's, or null.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe fn free_other(p: *mut c_void) {
+    if raw::owns_medium(p.cast()) {
+        // SAFETY: a live block in our medium arenas (per the caller and the registry).
+        unsafe { raw::free_medium(p.cast()) };
     } else {
         // SAFETY: a live block that is not ours (or null) can only be glibc's.
         unsafe { __libc_free(p) };
@@ -188,7 +208,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     // SAFETY: a live arena block.
     let usable = unsafe { raw::usable_size(p.cast()) };
-    if size <= MAX_SMALL && class_of(size) == class_of(usable) {
+    if size <= MAX_MEDIUM && any_class_of(size) == any_class_of(usable) {
         return p;
     }
     // SAFETY: forwarding.

@@ -35,7 +35,7 @@ use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
 use crate::arena::Locked;
-use crate::size_class::{block_size, class_of};
+use crate::size_class::{any_block_size, any_class_of};
 use crate::sync::{global, AtomicUsize, Ordering};
 
 /// The words a quarantined block carries at its start while it waits.
@@ -50,7 +50,7 @@ pub(crate) struct Link {
 /// The bytes a block of a `size`-byte annotated request occupies in its pool: the request, the
 /// redzone, rounded up to the block size of its class.
 pub(crate) const fn held_bytes(size: usize) -> usize {
-    block_size(class_of(size + super::REDZONE))
+    any_block_size(any_class_of(size + super::REDZONE))
 }
 
 /// An intrusive FIFO of blocks with a running byte total. Pure bookkeeping: it only reads and
