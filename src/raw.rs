@@ -57,6 +57,7 @@ use crate::size_class::{
     any_block_size, any_class_of, block_size, class_of, is_medium_class, GRANULE, MAX_MEDIUM,
     MAX_SMALL,
 };
+use crate::sync::Ordering;
 use crate::{heap, mode, registry};
 
 /// Whether `p` points into one of smallarena's arenas (small or medium), i.e. was (or could have
@@ -233,9 +234,13 @@ pub unsafe fn free_small(p: *mut u8) {
 #[inline]
 pub unsafe fn free_medium(p: *mut u8) {
     // SAFETY: per the caller, a pointer into a mapped medium arena: its pool header is readable,
-    // and for a live block holds the class it was served with (0 for a pool serving none, which
-    // `heap::free_medium` rejects).
-    unsafe { heap::free_medium(p, Pool::bytes(Pool::of_medium(p))) }
+    // and for a live block holds the class it was served with (for a pool serving none, some
+    // size: `heap::free_medium` rejects the pointer before it counts it). The class is read from
+    // the header's first line, not `Pool::bytes` on the line remote freers write.
+    unsafe {
+        let class = usize::from((*Pool::of_medium(p)).class.load(Ordering::Relaxed));
+        heap::free_medium(p, any_block_size(class))
+    }
 }
 
 /// The class (small or medium) serving `size` when the arena should serve it.

@@ -12,6 +12,7 @@ mod common;
 use common::pattern;
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
+use smallarena::size_class::CLASSES;
 use std::alloc::{GlobalAlloc, Layout};
 
 #[global_allocator]
@@ -31,7 +32,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let size = prop_oneof![
         8 => 1usize..=512,
-        1 => 513usize..=2048,
+        3 => 513usize..=32768,
+        1 => 32769usize..=70000,
     ];
     prop_oneof![
         4 => (size.clone(), prop_oneof![4 => 0u32..=4, 1 => 5u32..=7], any::<bool>())
@@ -63,11 +65,28 @@ fn check(b: &Live, upto: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn class_of(layout: &Layout) -> Option<usize> {
-    (layout.size() <= 512 && layout.align() <= 16).then(|| (layout.size() - 1) / 16)
+/// Every class's block size, written out independently of the allocator: 16..=512 by 16, then
+/// four per doubling up to 32 KiB.
+fn block_sizes() -> Vec<usize> {
+    let mut v: Vec<usize> = (1..=32).map(|i| i * 16).collect();
+    for e in 9..15 {
+        for k in 1..=4 {
+            v.push((4 + k) << (e - 2));
+        }
+    }
+    v
 }
 
-fn in_use_by_class() -> [usize; 32] {
+/// The class serving this layout: the smallest block that holds it, for alignments up to 16.
+fn class_of(layout: &Layout, sizes: &[usize]) -> Option<usize> {
+    if layout.align() > 16 {
+        return None;
+    }
+    sizes.iter().position(|&bs| bs >= layout.size())
+}
+
+/// Blocks in use per class: an array, so that reading the counters allocates nothing they count.
+fn in_use_by_class() -> [usize; CLASSES] {
     let s = smallarena::stats();
     std::array::from_fn(|c| s.classes[c].blocks_in_use)
 }
@@ -94,6 +113,7 @@ fn main() {
 fn allocator_matches_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Reserve all bookkeeping up front so the only allocations during the run are the ops.
     let mut live: Vec<Live> = Vec::with_capacity(ops.len());
+    let sizes = block_sizes();
     let before = in_use_by_class();
     for (tag, op) in ops.iter().enumerate() {
         match *op {
@@ -157,13 +177,14 @@ fn allocator_matches_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
         check(b, b.layout.size())?;
     }
     let after = in_use_by_class();
-    let mut model = [0usize; 32];
+    prop_assert_eq!(sizes.len(), after.len());
+    let mut model = [0usize; CLASSES];
     for b in &live {
-        if let Some(c) = class_of(&b.layout) {
+        if let Some(c) = class_of(&b.layout, &sizes) {
             model[c] += 1;
         }
     }
-    for c in 0..32 {
+    for c in 0..sizes.len() {
         prop_assert_eq!(after[c] - before[c], model[c], "class {}", c);
     }
     // `drain` keeps the bookkeeping buffer (itself a small block) alive for the last check.

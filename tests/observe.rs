@@ -70,7 +70,9 @@ fn stats_json_at_exit_is_one_parsable_object() {
         serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}):\n{line}"));
     assert_eq!(v["mode"], "Arena");
     let classes = v["classes"].as_array().expect("classes");
-    assert_eq!(classes.len(), 32);
+    assert_eq!(classes.len(), 56);
+    assert_eq!(classes[32]["block_size"], 640);
+    assert_eq!(classes[55]["block_size"], 32768);
     let c6 = &classes[6];
     assert_eq!(c6["block_size"], 112);
     let in_use = c6["blocks_in_use"].as_u64().unwrap();
@@ -79,6 +81,8 @@ fn stats_json_at_exit_is_one_parsable_object() {
     for field in [
         "arenas_mapped",
         "arenas_peak",
+        "medium_arenas_mapped",
+        "medium_arenas_peak",
         "bytes_mapped",
         "bytes_mapped_peak",
         "bytes_in_blocks",
@@ -99,7 +103,10 @@ fn stats_json_at_exit_is_one_parsable_object() {
     }
     let n = |f: &str| v[f].as_u64().unwrap();
     assert!(n("arenas_mapped") >= 1);
-    assert_eq!(n("bytes_mapped"), n("arenas_mapped") << 20);
+    assert_eq!(
+        n("bytes_mapped"),
+        (n("arenas_mapped") << 20) + (n("medium_arenas_mapped") << 22)
+    );
     assert!(n("bytes_mapped_peak") >= n("bytes_mapped"));
     assert!(n("bytes_requested") >= (KEPT * 100) as u64);
     assert!(n("bytes_requested_peak") >= n("bytes_requested"));
@@ -110,7 +117,7 @@ fn stats_json_at_exit_is_one_parsable_object() {
     assert!(n("resident_peak_bytes") >= n("resident_bytes"));
     // Exactly one object: the table is not printed as well.
     assert_eq!(err.matches("\"classes\"").count(), 1, "{err}");
-    assert!(!err.contains("class   size"), "{err}");
+    assert!(!err.contains("class    size"), "{err}");
 }
 
 #[test]
@@ -126,7 +133,7 @@ fn stats_table_at_exit() {
     );
     assert!(err.contains("smallarena: Arena mode"), "{err}");
     assert!(
-        err.contains("class   size   pools   blocks in use   free blocks"),
+        err.contains("class    size   pools   blocks in use   free blocks"),
         "{err}"
     );
     let row = err
@@ -165,7 +172,7 @@ fn no_stats_unless_asked_and_a_wrong_value_is_echoed() {
         1,
         "{err}"
     );
-    assert!(!err.contains("class   size"), "{err}");
+    assert!(!err.contains("class    size"), "{err}");
 }
 
 /// Blocks of 400 bytes (class 24, 40 to a pool, 2520 to an arena).
@@ -303,8 +310,12 @@ fn usable_size_per_mode() {
         (17, 8, Some(32)),
         (100, 8, Some(112)),
         (512, 16, Some(512)),
-        (513, 8, None),
+        (513, 8, Some(640)),
+        (1025, 16, Some(1280)),
+        (32768, 8, Some(32768)),
+        (32769, 8, None),
         (100, 64, None),
+        (1000, 32, None),
         (100_000, 8, None),
     ] {
         let layout = Layout::from_size_align(size, align).unwrap();
