@@ -51,7 +51,12 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::J
 }
 
 fn in_use(size: usize) -> usize {
-    smallarena::stats().classes[(size - 1) / 16].blocks_in_use
+    let class = if size <= 512 {
+        (size - 1) / 16
+    } else {
+        smallarena::size_class::medium_class_of(size)
+    };
+    smallarena::stats().classes[class].blocks_in_use
 }
 
 /// Runs a model with at most `bound` preemptions (unless `LOOM_MAX_PREEMPTIONS` says otherwise),
@@ -85,12 +90,18 @@ fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
 ///    it. Every block comes back exactly once: none is lost, none is handed out twice.
 #[test]
 fn remote_frees_come_back_exactly_once() {
-    model(4, || spawn(remote_frees_owner).join().unwrap());
+    model(4, || spawn(|| remote_frees_owner(512)).join().unwrap());
 }
 
-fn remote_frees_owner() {
+/// 1b. The same for a medium class: medium pools share the pool protocols, and live in medium
+///     arenas with their own address map.
+#[test]
+fn medium_remote_frees_come_back_exactly_once() {
+    model(4, || spawn(|| remote_frees_owner(4000)).join().unwrap());
+}
+
+fn remote_frees_owner(size: usize) {
     {
-        let size = 512;
         let blocks: Vec<usize> = (0..3).map(|_| alloc(size)).collect();
         let (b0, b1, b2) = (blocks[0], blocks[1], blocks[2]);
         let t1 = spawn(move || free(b0, size));
