@@ -18,7 +18,9 @@
 //! `__libc_pvalloc`. They are ordinary dynamic symbols bound by the loader, so nothing is looked
 //! up (and nothing allocated) at start-up, and the library works from the first allocation the
 //! loader or libc makes. smallarena itself is built with its `libc-internal` feature, so its own
-//! system-allocator calls use the same aliases. The one function glibc exports no alias for,
+//! system-allocator calls use the same aliases (it makes them when the OS refuses a new arena:
+//! a small request is then served by glibc, and through our own `malloc` it would come back to
+//! the arena that cannot grow). The one function glibc exports no alias for,
 //! `malloc_usable_size`, is looked up with `dlvsym` the first time it is asked about a glibc
 //! block (long after start-up; `dlvsym` may allocate, which re-enters our `malloc`, not
 //! `malloc_usable_size`).
