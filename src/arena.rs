@@ -1,7 +1,7 @@
 //! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB.
 //!
-//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena
-//! bookkeeping lives behind one spin lock ([`crate::lock::LOCK`]) and is touched only on slow paths: taking a
+//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena bookkeeping
+//! lives behind one spin lock ([`crate::lock::LOCK`]) and is touched only on slow paths: taking a
 //! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
 //!
 //! Like obmalloc, pools are taken from the *fullest* arena that still has a free pool (arenas sit

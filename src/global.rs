@@ -1,5 +1,6 @@
 //! The global allocator: [`SmallArena`]'s `GlobalAlloc` impl, which routes every request by the
-//! mode in force ([`crate::mode`](mod@crate::mode)) and its layout, and the process's start-up constructor.
+//! mode in force ([`crate::mode`](mod@crate::mode)) and its layout, and the process's start-up
+//! constructor.
 //!
 //! * Arena mode (the default): small layouts ([`is_small`]) go to the calling thread's heap
 //!   ([`crate::heap`]), with one load and one compare of the mode byte on the fast path;
@@ -81,11 +82,11 @@ pub fn collect() {
 /// The usable size in bytes of a block this allocator returned for `layout`: how much memory the
 /// block really holds.
 ///
-/// * Arena blocks (mode [`Mode::Arena`](crate::Mode::Arena), requests of up to 512 bytes with alignment up to 16): the
-///   block size of the request's size class, `layout.size()` rounded up to a multiple of 16
-///   (16 for a zero-size request).
-/// * In [`Mode::Annotate`](crate::Mode::Annotate), small blocks: `layout.size()` (the bytes past it are a red zone that
-///   memcheck reports accesses to).
+/// * Arena blocks (mode [`Mode::Arena`](crate::Mode::Arena), requests of up to 512 bytes with
+///   alignment up to 16): the block size of the request's size class, `layout.size()` rounded up to
+///   a multiple of 16 (16 for a zero-size request).
+/// * In [`Mode::Annotate`](crate::Mode::Annotate), small blocks: `layout.size()` (the bytes past
+///   it are a red zone that memcheck reports accesses to).
 /// * Every other block comes from the system allocator: libc's `malloc_usable_size`, at least
 ///   `layout.size()`.
 ///

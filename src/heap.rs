@@ -619,8 +619,8 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
 
 /// The arena could not grow (the OS refused a new arena): in arena mode the request is served by
 /// the system allocator instead, before giving up with null, and the mode becomes
-/// [`crate::mode::State::ArenaFallback`] so that frees of small blocks ask whose block it is. In annotate mode
-/// (whose blocks must be arena blocks) it is null.
+/// [`crate::mode::State::ArenaFallback`] so that frees of small blocks ask whose block it is. In
+/// annotate mode (whose blocks must be arena blocks) it is null.
 #[cold]
 #[inline(never)]
 fn out_of_arena<const ZERO: bool>(size: usize) -> *mut u8 {

@@ -186,7 +186,8 @@ impl Stats {
     }
 
     /// Writes the snapshot to the file descriptor `fd` (2 for stderr): the table, or with
-    /// `format` [`StatsFormat::Json`] one JSON object and a newline. Allocates nothing: formats into a
+    /// `format` [`StatsFormat::Json`] one JSON object and a newline. Allocates nothing: formats
+    /// into a
     /// fixed 8 KiB stack buffer and writes it with `write(2)` as it fills, so it is safe in a
     /// process that is exiting (an `atexit` handler) and from C. Write errors are ignored.
     pub fn write_to_fd(&self, fd: i32, format: StatsFormat) {

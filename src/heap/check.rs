@@ -14,8 +14,9 @@
 //!
 //! Other live threads' heaps are not checked: only their owner may read their lists.
 //!
-//! [`check_current`] is used by the tests: `crate::tests` after every step (so under Miri too), and the integration
-//! tests through `smallarena::check_invariants`.
+//! [`check_current`] is used by the tests: `crate::tests` after every step (so under Miri too), and
+//! the integration tests through `smallarena::check_invariants`.
+
 
 use super::{current, heap_list, sentinel, Heap};
 use crate::lock::Locked;
