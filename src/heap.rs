@@ -343,7 +343,7 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
         };
         // A live block never carries the free key (it may have one from an earlier life).
         (*p.cast::<Block>()).key = 0;
-        inc_used(pool);
+        Pool::add_used(pool);
         add_requested(heap, size);
         p
     }
@@ -523,15 +523,6 @@ unsafe fn add_requested(heap: *mut Heap, delta: usize) {
     );
 }
 
-/// # Safety
-/// The pool is owned by the calling thread's heap.
-#[inline(always)]
-unsafe fn inc_used(pool: *mut Pool) {
-    // SAFETY: only the owner writes `used`.
-    let u = unsafe { &(*pool).used };
-    u.store(u.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Slow paths
 // ---------------------------------------------------------------------------------------------
@@ -651,28 +642,10 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
     // SAFETY: we own the pool; the taken blocks are ours.
     unsafe {
         let t = Pool::take_remote_keep_queued(pool);
-        if t.len > 0 {
-            (*t.tail).next = (*pool).free;
-            (*pool).free = t.head;
-            sub_used(pool, t.len, t.head);
-        }
-        t.len
+        let n = t.len;
+        Pool::splice(pool, t);
+        n
     }
-}
-
-/// Owner: `n` blocks came back from the remote list; `used` must not wrap (more remote frees
-/// than blocks handed out: a double free that reached the remote list twice).
-///
-/// # Safety
-/// `pool` is owned by the calling thread's heap (or an abandoned heap whose lock we hold).
-unsafe fn sub_used(pool: *mut Pool, n: u32, first: *mut Block) {
-    // SAFETY: only the owner writes `used`.
-    let u = unsafe { &(*pool).used };
-    let used = u.load(Ordering::Relaxed);
-    if used < n {
-        fault(Fault::UsedUnderflow, first.cast());
-    }
-    u.store(used - n, Ordering::Relaxed);
 }
 
 /// The calling thread's heap drains its remote queue (for the loom models).
@@ -701,12 +674,7 @@ unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
         let mut pool = (*heap).queue.swap(null_mut(), Ordering::SeqCst);
         while !pool.is_null() {
             let next = Pool::queue_link(pool).load(Ordering::Relaxed);
-            let t = Pool::take_remote_and_unqueue(pool);
-            if t.len > 0 {
-                (*t.tail).next = (*pool).free;
-                (*pool).free = t.head;
-                sub_used(pool, t.len, t.head);
-            }
+            Pool::splice(pool, Pool::take_remote_and_unqueue(pool));
             free_local_slow(heap, pool, locked.as_deref_mut());
             pool = next;
         }

@@ -401,6 +401,43 @@ impl Pool {
         taken
     }
 
+    /// Owner: one more block handed out (the allocation fast path).
+    ///
+    /// # Safety
+    /// The pool is owned by the calling thread's heap: only the owner writes `used`.
+    #[inline(always)]
+    pub(crate) unsafe fn add_used(pool: *mut Pool) {
+        // SAFETY: per the caller, no other thread writes `used` (readers only load it).
+        let u = unsafe { &(*pool).used };
+        u.store(u.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Owner: puts blocks taken off the remote list ([`Pool::take_remote_keep_queued`],
+    /// [`Pool::take_remote_and_unqueue`]) at the front of the free list, and counts them out of
+    /// `used`. Aborts with [`Fault::UsedUnderflow`] when that would wrap (more blocks came back than
+    /// were handed out: a double free that reached the remote list twice).
+    ///
+    /// # Safety
+    /// The pool is owned by the calling thread's heap, or by an abandoned heap and the caller
+    /// holds the lock; `taken` came off this pool's remote list, so its blocks are the caller's.
+    pub(crate) unsafe fn splice(pool: *mut Pool, taken: Taken) {
+        if taken.len == 0 {
+            return;
+        }
+        // SAFETY: per the caller, the owner-side fields and the taken blocks are ours; `tail` is
+        // the last of `len > 0` blocks, so not null.
+        unsafe {
+            (*taken.tail).next = (*pool).free;
+            (*pool).free = taken.head;
+            let u = &(*pool).used;
+            let used = u.load(Ordering::Relaxed);
+            if used < taken.len {
+                fault(Fault::UsedUnderflow, taken.head.cast());
+            }
+            u.store(used - taken.len, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the remote word is entirely clear (no blocks, not queued).
     pub fn remote_idle(pool: *const Pool) -> bool {
         // SAFETY: callers pass a live pool header.
