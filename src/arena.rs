@@ -3,9 +3,9 @@
 //!
 //! Pool 0 of every arena holds the arena's header (only its first page is ever touched); the
 //! others serve blocks. The two kinds ([`Kind`]) are managed alike, each with its own buckets and
-//! its own address map ([`crate::registry`]), so a block's kind is known from the map that holds
-//! it and a small free never looks at the medium map. All arena
-//! bookkeeping lives behind one spin lock ([`LOCK`]) and is touched only on slow paths: taking a
+//! its own address map ([`crate::arena_map`]), so a block's kind is known from the map that holds
+//! it and a small free never looks at the medium map. All arena bookkeeping
+//! lives behind one spin lock ([`crate::lock::LOCK`]) and is touched only on slow paths: taking a
 //! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
 //!
 //! Like obmalloc, pools are taken from the *fullest* arena that still has a free pool (arenas sit
@@ -14,75 +14,21 @@
 //! wholly empty one: one is kept as hysteresis, so a loop that frees everything and starts again
 //! does not map and unmap on every turn.
 
+use crate::lock::Locked;
 use crate::os;
-use crate::pool::{Pool, MEDIUM_POOL_SIZE, POOL_SIZE};
-use crate::sync::{global, Ordering, SpinLock};
+use crate::arena_map::Kind;
+use crate::pool::{ensure, Pool, Violation};
+use crate::sync::{global, Ordering};
+use crate::tunables::{POOL_SIZE, USABLE_POOLS};
 use core::cell::UnsafeCell;
-use core::ptr::null_mut;
-
-/// Size and alignment of an arena.
-pub const ARENA_SIZE: usize = 1 << 20;
-/// Pools per arena, counting the header pool.
-pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
-/// Pools per arena that serve blocks.
-pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
-/// Size and alignment of a medium arena: 16 medium pools, one of them the header's.
-pub const MEDIUM_ARENA_SIZE: usize = 4 << 20;
-
-/// The two kinds of arena.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// 1 MiB arenas of 16 KiB pools, for the small classes.
-    Small = 0,
-    /// 4 MiB arenas of 256 KiB pools, for the medium classes.
-    Medium = 1,
-}
-
-impl Kind {
-    /// Size and alignment of an arena of this kind.
-    pub(crate) const fn arena_size(self) -> usize {
-        match self {
-            Kind::Small => ARENA_SIZE,
-            Kind::Medium => MEDIUM_ARENA_SIZE,
-        }
-    }
-
-    /// Size and alignment of a pool of this kind.
-    pub(crate) const fn pool_size(self) -> usize {
-        match self {
-            Kind::Small => POOL_SIZE,
-            Kind::Medium => MEDIUM_POOL_SIZE,
-        }
-    }
-
-    /// Pools per arena that serve blocks.
-    const fn usable_pools(self) -> usize {
-        self.arena_size() / self.pool_size() - 1
-    }
-
-    /// The kind of a pool.
-    ///
-    /// # Safety
-    /// `pool` is a mapped pool header.
-    unsafe fn of(pool: *const Pool) -> Kind {
-        // SAFETY: per the caller; the flag is fixed for the life of the mapping.
-        if unsafe { Pool::is_medium(pool) } {
-            Kind::Medium
-        } else {
-            Kind::Small
-        }
-    }
-}
+use core::ptr::{null, null_mut};
 
 const _: () = assert!(Kind::Medium.usable_pools() == 15 && Kind::Small.usable_pools() == 63);
-global! {
-    /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
-    pub(crate) static LOCK: SpinLock = SpinLock::new();
-}
+
 
 /// An arena's header, in its first pool.
 ///
-/// Invariants (all fields guarded by [`LOCK`]):
+/// Invariants (all fields guarded by [`crate::lock::LOCK`]):
 /// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
 /// * The arena is in its kind's `buckets[nfree]` when `nfree > 0`, and in no bucket when it is
 ///   full.
@@ -98,6 +44,8 @@ pub struct Arena {
     prev: *mut Arena,
     all_next: *mut Arena,
 }
+
+const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 
 /// The arenas of one kind.
 struct Arenas {
@@ -142,47 +90,8 @@ global! {
 }));
 }
 
-/// Proof that [`LOCK`] is held; the only way to reach the arena state.
-///
-/// `owns` is false for the one proof that does not own the lock: the thread that holds it for
-/// `fork()` (from its prepare handler until its parent or child handler) may reach the allocator
-/// again from another library's fork handler, and then works under the lock it already holds
-/// (see [`Locked::take`]); dropping that proof leaves the lock to the fork handlers.
-pub(crate) struct Locked {
-    owns: bool,
-}
-
 impl Locked {
-    /// Takes the lock; or, in the thread that holds it for `fork()`, works under that hold.
-    ///
-    /// The fork hold is taken by [`LOCK.lock`](SpinLock::lock) outside every critical section,
-    /// so when the holding thread gets here (from a fork handler of another library that runs
-    /// inside ours) no section is half done and the state it guards is consistent. Waiting
-    /// instead would be waiting for ourselves.
-    pub(crate) fn take() -> Locked {
-        #[cfg(not(any(miri, loom)))]
-        if !LOCK.try_lock() {
-            if crate::heap::fork_lock_is_mine() {
-                return Locked { owns: false };
-            }
-            LOCK.lock();
-        }
-        #[cfg(any(miri, loom))]
-        LOCK.lock();
-        Locked { owns: true }
-    }
-
-    /// Takes the lock if nobody holds it, without waiting.
-    pub(crate) fn try_take() -> Option<Locked> {
-        // Not `then_some(Locked { .. })`: that builds the proof eagerly, and dropping it when the
-        // lock is taken would release somebody else's lock (found by the loom models).
-        if LOCK.try_lock() {
-            Some(Locked { owns: true })
-        } else {
-            None
-        }
-    }
-
+    /// The arena state; the lock this proof stands for guards it.
     fn state(&mut self) -> &mut State {
         // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
         unsafe { &mut *STATE.0.get() }
@@ -190,14 +99,6 @@ impl Locked {
 
     fn arenas(&mut self, kind: Kind) -> &mut Arenas {
         &mut self.state().kinds[kind as usize]
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        if self.owns {
-            LOCK.unlock();
-        }
     }
 }
 
@@ -248,14 +149,14 @@ impl Locked {
             return null_mut();
         }
         // Published before any pool of it is handed out, so `raw::owns` finds every block.
-        if !crate::registry::insert(self, kind, base) {
+        if !crate::arena_map::insert(self, kind, base) {
             // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
             unsafe { os::unmap(base, size) };
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
         // touch; blocks become accessible one by one as they are handed out.
-        crate::valgrind::hide(base, size);
+        crate::mode::hide(base, size);
         let a = base.cast::<Arena>();
         let all = self.arenas(kind).all;
         let usable = kind.usable_pools();
@@ -378,7 +279,7 @@ impl Locked {
             }
             st.mapped -= 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
-            crate::registry::remove(self, kind, a.cast());
+            crate::arena_map::remove(self, kind, a.cast());
             os::unmap(a.cast(), size);
         }
     }
@@ -465,5 +366,105 @@ impl Locked {
     pub(crate) fn bytes_mapped(&mut self) -> (usize, usize) {
         let st = self.state();
         (st.bytes_mapped, st.bytes_peak)
+    }
+}
+
+impl Locked {
+    /// The invariant checker's part for the arenas (see `heap::check`): the all-list is as long
+    /// as the mapped count; every arena is in the arena map, counts its free pools right
+    /// (`nfree` is its free-list length plus its untouched pools), and is in the bucket of its
+    /// count exactly when it has a free pool; every bucket holds only arenas of its count, linked
+    /// both ways; every free pool lies in its arena, serves nothing and belongs to no heap.
+    pub(crate) fn check_arenas(&mut self) -> Result<(), Violation> {
+        self.check_arenas_of(Kind::Small)?;
+        self.check_arenas_of(Kind::Medium)
+    }
+
+    /// [`Locked::check_arenas`] for the arenas of one kind.
+    fn check_arenas_of(&mut self, kind: Kind) -> Result<(), Violation> {
+        let (pools_per_arena, usable, pool_size) =
+            (kind.usable_pools() + 1, kind.usable_pools(), kind.pool_size());
+        let mut arenas = 0;
+        let mut with_free = 0;
+        let mut a = self.arenas(kind).all;
+        while !a.is_null() {
+            let at = a.cast::<u8>();
+            ensure(arenas < self.arenas(kind).mapped, "arena list longer than the mapped count", at)?;
+            ensure(
+                match kind {
+                    Kind::Small => crate::arena_map::contains(a.addr()),
+                    Kind::Medium => crate::arena_map::contains_medium(a.addr()),
+                },
+                "mapped arena missing from the arena map",
+                at,
+            )?;
+            // SAFETY: arenas in the all-list are live while we hold the lock, and so are the
+            // pools on their free lists (free pools belong to no heap: only lock holders touch
+            // them).
+            unsafe {
+                let untouched = (*a).untouched;
+                ensure(
+                    (1..=pools_per_arena).contains(&untouched) && (*a).kind == kind,
+                    "arena untouched index out of range",
+                    at,
+                )?;
+                let mut free = 0;
+                let mut pool = (*a).free_pools;
+                while !pool.is_null() {
+                    let p = pool.cast::<u8>();
+                    ensure(free < usable, "arena free-pool list has a cycle", at)?;
+                    ensure(arena_of(pool, kind) == a && Kind::of(pool) == kind, "free pool outside its arena", p)?;
+                    let index = (p.addr() - at.addr()) / pool_size;
+                    ensure(
+                        p.addr() % pool_size == 0 && index >= 1 && index < untouched,
+                        "free pool not a set-up pool of its arena",
+                        p,
+                    )?;
+                    ensure(
+                        (*pool).owner.load(Ordering::Relaxed).is_null(),
+                        "free pool owned by a heap",
+                        p,
+                    )?;
+                    Pool::check_unassigned(pool)?;
+                    free += 1;
+                    pool = (*pool).next;
+                }
+                ensure(
+                    (*a).nfree == free + (pools_per_arena - untouched),
+                    "arena free count differs from its free and untouched pools",
+                    at,
+                )?;
+                if (*a).nfree > 0 {
+                    with_free += 1;
+                }
+                a = (*a).all_next;
+            }
+            arenas += 1;
+        }
+        let st = self.arenas(kind);
+        ensure(arenas == st.mapped, "arena list shorter than the mapped count", null())?;
+        ensure(st.buckets[0].is_null(), "a full arena is in a bucket", st.buckets[0].cast())?;
+        let mut bucketed = 0;
+        for (n, &head) in st.buckets.iter().enumerate() {
+            let mut prev = null_mut::<Arena>();
+            let mut a = head;
+            while !a.is_null() {
+                let at = a.cast::<u8>();
+                ensure(bucketed < arenas, "arena bucket list has a cycle", at)?;
+                // SAFETY: as above: arenas in buckets are live, guarded by our lock.
+                unsafe {
+                    ensure((*a).nfree == n, "arena in the bucket of another count", at)?;
+                    ensure((*a).prev == prev, "arena bucket links not symmetric", at)?;
+                    prev = a;
+                    a = (*a).next;
+                }
+                bucketed += 1;
+            }
+        }
+        ensure(
+            bucketed == with_free,
+            "arenas with a free pool and bucketed arenas differ",
+            null(),
+        )
     }
 }

@@ -52,13 +52,16 @@
 //! assert!(!raw::owns(&0u8));
 //! ```
 
+use crate::mode::{self, State};
 use crate::pool::Pool;
 use crate::size_class::{
-    any_block_size, any_class_of, block_size, class_of, is_medium_class, GRANULE, MAX_MEDIUM,
-    MAX_SMALL,
+    any_block_size, any_class_of, block_size, class_of, is_medium_class, stays_in_place, GRANULE,
+    MAX_MEDIUM,
 };
 use crate::sync::Ordering;
-use crate::{heap, mode, registry};
+use crate::{arena_map, heap};
+
+pub use crate::tunables::{MAX_ALIGN, MAX_SMALL};
 
 /// Whether `p` points into one of smallarena's arenas (small or medium), i.e. was (or could have
 /// been) returned by [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including
@@ -73,14 +76,14 @@ pub fn owns(p: *const u8) -> bool {
 /// bitmap load. As [`owns`] otherwise.
 #[inline(always)]
 pub fn owns_small(p: *const u8) -> bool {
-    registry::contains(p.addr())
+    arena_map::contains(p.addr())
 }
 
 /// Whether `p` points into one of smallarena's medium arenas (blocks of 640 to 32768 bytes): one
 /// bitmap load. As [`owns`] otherwise.
 #[inline(always)]
 pub fn owns_medium(p: *const u8) -> bool {
-    registry::contains_medium(p.addr())
+    arena_map::contains_medium(p.addr())
 }
 
 /// The usable size of an arena block: its class's block size (16..=32768). Every byte of it may be
@@ -190,6 +193,23 @@ pub fn try_alloc(size: usize) -> *mut u8 {
     heap::try_alloc_sized::<false>(class_of(size), block)
 }
 
+/// Whether the arena block `p` can hold `new_size` bytes where it is: `new_size` is at most
+/// [`MAX_MEDIUM`] and in the block's size class (small or medium), so every byte [`usable_size`]
+/// promised stays valid. A C `realloc(p, new_size)` returns `p` unchanged when this is true;
+/// otherwise it moves the block. The rule (the same one `GlobalAlloc::realloc` follows) lives in
+/// one place.
+///
+/// A pointer that is not a live block aborts the process, as for [`usable_size`].
+///
+/// # Safety
+/// As for [`usable_size`].
+#[inline]
+pub unsafe fn resize_in_place(p: *const u8, new_size: usize) -> bool {
+    // SAFETY: per the caller.
+    let usable = unsafe { usable_size(p) };
+    stays_in_place(usable, new_size)
+}
+
 /// Frees an arena block (small or medium), from any thread: [`free_small`] or [`free_medium`], as
 /// the address maps say.
 ///
@@ -249,7 +269,7 @@ fn arena_class(size: usize) -> Option<usize> {
     if size > MAX_MEDIUM {
         return None;
     }
-    if !mode::is_arena() && !matches!(mode::decide(), mode::ARENA | mode::ARENA_FALLBACK) {
+    if !mode::is_arena() && !matches!(mode::decide(), State::Arena | State::ArenaFallback) {
         return None;
     }
     Some(any_class_of(size.max(1)))

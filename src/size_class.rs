@@ -14,14 +14,17 @@
 //! pools), `CLASS_COUNT..CLASSES` the medium ones (served from 256 KiB pools, see
 //! `crate::medium`).
 
-/// The granularity of size classes and the alignment every block has.
-pub const GRANULE: usize = 16;
-/// The largest request served from the arena.
-pub const MAX_SMALL: usize = 512;
-/// The largest alignment the arena guarantees (every block is 16-byte aligned).
-pub const MAX_ALIGN: usize = GRANULE;
+use crate::tunables::GRANULE_SHIFT;
+pub use crate::tunables::{GRANULE, MAX_ALIGN, MAX_SMALL};
+
 /// How many size classes there are.
 pub const CLASS_COUNT: usize = MAX_SMALL / GRANULE;
+
+// `class_of` divides by a shift and keeps the result in range with a mask.
+const _: () = assert!(CLASS_COUNT.is_power_of_two());
+const _: () = assert!(CLASS_COUNT * GRANULE == MAX_SMALL);
+// A pool's `class` is a byte, with `u8::MAX` meaning none.
+const _: () = assert!(CLASS_COUNT < u8::MAX as usize);
 
 /// The class of a request of `size` bytes, for `1 <= size <= MAX_SMALL`.
 ///
@@ -29,7 +32,7 @@ pub const CLASS_COUNT: usize = MAX_SMALL / GRANULE;
 /// hold it; the result is always a valid index, so callers need no bounds check.
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
-    (size.wrapping_sub(1) >> 4) & (CLASS_COUNT - 1)
+    (size.wrapping_sub(1) >> GRANULE_SHIFT) & (CLASS_COUNT - 1)
 }
 
 /// The block size of `class`.
@@ -127,6 +130,15 @@ pub const fn any_block_size(class: usize) -> usize {
 #[inline(always)]
 pub const fn is_medium_class(class: usize) -> bool {
     class >= CLASS_COUNT
+}
+
+/// Whether an arena block serving a request of `old_size` bytes can serve `new_size` bytes in
+/// place: `new_size` is served by a class (small or medium) and falls in the same class. The one statement of `realloc`'s "same
+/// class, stay in place" rule (the global allocator, annotate mode with its redzone added to
+/// both sizes, and the preload through `raw::resize_in_place`).
+#[inline]
+pub const fn stays_in_place(old_size: usize, new_size: usize) -> bool {
+    new_size <= MAX_MEDIUM && any_class_of(old_size) == any_class_of(new_size)
 }
 
 #[cfg(test)]

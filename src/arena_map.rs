@@ -1,4 +1,5 @@
-//! Which addresses belong to the arena: a lock-free bitmap over arena addresses.
+//! The arena map: which addresses belong to the arena, a lock-free bitmap over arena addresses
+//! (CPython's `arena_map_*`, mimalloc's segment map).
 //!
 //! `free(p)` in the `LD_PRELOAD` library ([`crate::raw`]) gets no size and no layout, so it must
 //! find out, in constant time and without any lock, whether `p` lies in one of our arenas (then
@@ -38,8 +39,56 @@
 //! slots, those of loom's one arena reservation; a lookup outside it answers "not ours" (see
 //! [`Map`]).
 
-use crate::arena::{Kind, Locked, ARENA_SIZE, MEDIUM_ARENA_SIZE};
+use crate::lock::Locked;
 use crate::sync::{AtomicUsize, Ordering};
+use crate::pool::Pool;
+use crate::tunables::{ARENA_SIZE, MEDIUM_ARENA_SIZE, MEDIUM_POOL_SIZE, POOL_SIZE};
+
+/// The two kinds of arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// 1 MiB arenas of 16 KiB pools, for the small classes.
+    Small = 0,
+    /// 4 MiB arenas of 256 KiB pools, for the medium classes.
+    Medium = 1,
+}
+
+impl Kind {
+    /// Size and alignment of an arena of this kind.
+    pub(crate) const fn arena_size(self) -> usize {
+        match self {
+            Kind::Small => ARENA_SIZE,
+            Kind::Medium => MEDIUM_ARENA_SIZE,
+        }
+    }
+
+    /// Size and alignment of a pool of this kind.
+    pub(crate) const fn pool_size(self) -> usize {
+        match self {
+            Kind::Small => POOL_SIZE,
+            Kind::Medium => MEDIUM_POOL_SIZE,
+        }
+    }
+
+    /// Pools per arena that serve blocks.
+    pub(crate) const fn usable_pools(self) -> usize {
+        self.arena_size() / self.pool_size() - 1
+    }
+
+    /// The kind of a pool.
+    ///
+    /// # Safety
+    /// `pool` is a mapped pool header.
+    pub(crate) unsafe fn of(pool: *const Pool) -> Kind {
+        // SAFETY: per the caller; the flag is fixed for the life of the mapping.
+        if unsafe { Pool::is_medium(pool) } {
+            Kind::Medium
+        } else {
+            Kind::Small
+        }
+    }
+}
+
 
 /// log2 of the arena size: the address bits below this are the offset inside an arena.
 const ARENA_BITS: u32 = ARENA_SIZE.trailing_zeros();
@@ -341,23 +390,6 @@ mod tests {
         }
         assert!(!contains_medium(m));
         assert!(!contains_medium(0));
-    }
-
-    #[test]
-    fn arena_blocks_are_found_and_foreign_memory_is_not() {
-        let p = crate::heap::alloc(56); // class 3, which no other unit test uses
-        assert!(!p.is_null());
-        assert!(contains(p.addr()));
-        assert!(crate::raw::owns(p));
-        // SAFETY: `p` is a live block of class 3 (64 bytes).
-        assert_eq!(unsafe { crate::raw::usable_size(p) }, 64);
-        let on_heap = Box::new([0u8; 64]);
-        let on_stack = 0u64;
-        assert!(!contains(on_heap.as_ptr().addr()));
-        assert!(!contains(core::ptr::addr_of!(on_stack).addr()));
-        assert!(!contains(0));
-        // SAFETY: `p` came from heap::alloc(56) and is freed once.
-        unsafe { crate::heap::free(p, 56) };
     }
 
     #[test]
