@@ -51,12 +51,14 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::J
 }
 
 fn in_use(size: usize) -> usize {
-    let class = if size <= 512 {
-        (size - 1) / 16
-    } else {
-        smallarena::size_class::medium_class_of(size)
-    };
-    smallarena::stats().classes[class].blocks_in_use
+    // The class serving `size`: the first whose blocks hold it.
+    let st = smallarena::stats();
+    let class = st
+        .classes
+        .iter()
+        .position(|c| c.block_size >= size)
+        .unwrap();
+    st.classes[class].blocks_in_use
 }
 
 /// Runs a model with at most `bound` preemptions (unless `LOOM_MAX_PREEMPTIONS` says otherwise),

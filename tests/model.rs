@@ -13,7 +13,6 @@ mod common;
 use common::pattern;
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
-use smallarena::size_class::CLASSES;
 use std::alloc::{GlobalAlloc, Layout};
 
 #[global_allocator]
@@ -86,9 +85,13 @@ fn class_of(layout: &Layout, sizes: &[usize]) -> Option<usize> {
     sizes.iter().position(|&bs| bs >= layout.size())
 }
 
+/// Classes: 32 small, 24 medium (`block_sizes` writes them out; checked against `stats()`).
+const CLASSES: usize = 56;
+
 /// Blocks in use per class: an array, so that reading the counters allocates nothing they count.
 fn in_use_by_class() -> [usize; CLASSES] {
     let s = smallarena::stats();
+    assert_eq!(s.classes.len(), CLASSES);
     std::array::from_fn(|c| s.classes[c].blocks_in_use)
 }
 
