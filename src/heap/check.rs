@@ -110,13 +110,13 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
             }
         }
         let mut cached = 0;
-        for k in 0..2 {
+        for (k, &size) in EMPTY_CACHES.iter().enumerate() {
             let mut in_cache = 0;
             let mut pool = (*heap).empty[k];
             while !pool.is_null() {
                 let p = pool.cast::<u8>();
                 ensure(
-                    in_cache < EMPTY_CACHES[k],
+                    in_cache < size,
                     "empty cache holds more than its size",
                     at,
                 )?;
