@@ -295,9 +295,9 @@ fn allocation_in_an_atexit_handler_keeps_the_main_heap() {
     // blocks kept live (of at least 16 bytes each): they are no longer counted.
     let small: usize = err
         .lines()
-        .find(|l| l.starts_with("# bytes in small blocks"))
+        .find(|l| l.starts_with("# bytes in blocks"))
         .and_then(|l| l.rsplit('=').next()?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no small-block line:\n{err}"));
+        .unwrap_or_else(|| panic!("no bytes-in-blocks line:\n{err}"));
     assert!(
         small < 20_000 * 16,
         "{small} bytes still in small blocks\n{err}"
