@@ -661,3 +661,31 @@ fn who_serves_malloc_under_memcheck() {
     assert_eq!(usable("arena", true), "16");
     assert_eq!(usable("auto", true), "1");
 }
+
+/// When the OS refuses a new arena, small requests are served by glibc (smallarena's
+/// out-of-arena fallback, which reaches glibc through `__libc_malloc`: the `libc-internal`
+/// feature, without which the fallback's `malloc` would be this library's own and recurse), then
+/// malloc returns NULL once glibc is out of memory too; every block keeps its bytes.
+#[test]
+fn small_requests_fall_back_to_glibc_when_the_arena_cannot_grow() {
+    let s = Scratch::new("out_of_arena");
+    let Some(exe) = compile("out_of_arena", &s) else {
+        return;
+    };
+    let o = run(&[exe.to_str().unwrap()], &[], true, None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        tail(&o.stderr)
+    );
+    let counts: Vec<usize> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        matches!(counts[..], [arena, libc] if arena > 0 && libc > 0),
+        "both allocators served blocks: {out}"
+    );
+}
