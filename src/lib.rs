@@ -48,7 +48,7 @@
 //!    start-up constructor).
 //! 8. This front door (docs and re-exports), and `tests` (unit tests across rooms, run under
 //!    Miri too).
-
+//!
 //! ## Companions
 //! Two libraries that grew from the same seeds live in crates of their own and are re-exported
 //! here behind cargo features that are off by default, so an allocator-only user compiles
@@ -130,7 +130,7 @@ on_supported_targets! {
     /// allocates nothing. The first violation found is returned, naming the rule and the
     /// address where it fails.
     #[doc(hidden)]
-    pub fn check_invariants() -> Result<(), heap::check::Violation> {
+    pub fn check_invariants() -> Result<(), InvariantViolation> {
         heap::check::check_current()
     }
 }
