@@ -164,7 +164,7 @@ impl<'a, K: Kind + ?Sized> Split<'a, K> {
     pub fn scheme(&self) -> &K {
         let (buf, default_scheme, layout) = self.parts();
         match layout.scheme {
-            Some(s) => buf.sub(s.start, s.end),
+            Some(end) => buf.sub(0, end.get()),
             None => default_scheme,
         }
     }
@@ -344,6 +344,14 @@ impl<K: Kind + ?Sized> fmt::Debug for Parse<'_, K> {
 mod tests {
     use super::*;
     use crate::split::split_impl;
+
+    /// Results are moved on every call: kept within 128 bytes, a move is a few vector moves
+    /// instead of a `memcpy` call (which cost cache hits a fifth of their time).
+    #[test]
+    fn results_stay_small() {
+        assert!(std::mem::size_of::<Result<Split<'_, str>, crate::UrlError>>() <= 128);
+        assert!(std::mem::size_of::<Result<Parse<'_, [u8]>, crate::UrlError>>() <= 160);
+    }
 
     /// A stored split answers as the split it was made from, including when CPython's rules
     /// changed the bytes (leading controls, tab/CR/LF, an uppercase scheme).

@@ -1,6 +1,7 @@
 //! `urlsplit` / `urlparse`: the one-pass split into component offsets.
 
 use std::borrow::Cow;
+use std::num::NonZeroUsize;
 
 use crate::host::check_brackets;
 use crate::result::Split;
@@ -26,8 +27,10 @@ impl Span {
 /// Where each component of a split lies in the cleaned buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Layout {
-    /// `None`: the URL has no scheme, the default scheme applies.
-    pub(crate) scheme: Option<Span>,
+    /// The end of the scheme, which starts at 0 and is never empty (kept this small so that
+    /// a result stays within a few vector moves). `None`: the URL has no scheme, the
+    /// default scheme applies.
+    pub(crate) scheme: Option<NonZeroUsize>,
     pub(crate) netloc: Span,
     pub(crate) path: Span,
     pub(crate) query: Span,
@@ -229,7 +232,7 @@ fn layout_of(b: &[u8], allow_fragments: bool) -> Result<Option<Found>, UrlError>
     let mut scheme = None;
     match b.get(i) {
         Some(b':') if i > 0 && b[0].is_ascii_alphabetic() => {
-            scheme = Some(Span { start: 0, end: i });
+            scheme = NonZeroUsize::new(i);
             pos = i + 1;
         }
         Some(&c) if class(c) & TAB_CRLF != 0 => return Ok(None),
@@ -345,8 +348,8 @@ pub(crate) fn split_impl<'a, K: Kind + ?Sized>(
         buf = Cow::Owned(buf.without_tab_crlf());
     };
     let layout = found.layout;
-    if let (Some(s), true) = (layout.scheme, found.upper) {
-        K::lowercase_prefix(buf.to_mut(), s.end);
+    if let (Some(end), true) = (layout.scheme, found.upper) {
+        K::lowercase_prefix(buf.to_mut(), end.get());
     }
     if found.non_ascii {
         K::check_nfkc(buf.sub(layout.netloc.start, layout.netloc.end))?;

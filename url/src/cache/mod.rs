@@ -305,11 +305,10 @@ impl UrlCache {
             Some(found.entry)
         });
         if let Some(entry) = hit {
-            let hit = Split::shared(entry);
             if self.checked {
-                self.verify(&key, &hit);
+                self.verify(&key, &entry);
             }
-            return Ok(hit);
+            return Ok(Split::shared(entry));
         }
         shard.count_miss();
         let fresh = split_impl(url, scheme, allow_fragments)?;
@@ -318,9 +317,10 @@ impl UrlCache {
     }
 
     /// Checked mode: compares a hit with a fresh split, logging a difference.
-    fn verify<K: Kind + ?Sized>(&self, key: &Key<'_, K>, hit: &Split<'_, K>) {
+    fn verify<K: Kind + ?Sized>(&self, key: &Key<'_, K>, entry: &Arc<Stored<K>>) {
+        let hit = Split::shared(Arc::clone(entry));
         let fresh = split_impl(key.url, key.scheme, key.allow_fragments);
-        if fresh.as_ref().is_ok_and(|f| f == hit) {
+        if fresh.as_ref().is_ok_and(|f| *f == hit) {
             return;
         }
         self.divergences.fetch_add(1, Ordering::Relaxed);
