@@ -53,16 +53,11 @@ fn touch_all<K: Kind + ?Sized>(cache: &UrlCache, u: &K, base: &K) {
         Options::default(),
         Options::with_scheme(" h\tt ").allow_fragments(false),
     ] {
-        if let Ok(r) = url::parse_with(u, &opts) {
-            let _ = (
-                r.components(),
-                r.username(),
-                r.password(),
-                r.hostname(),
-                r.port(),
-            );
-        }
-        if let Ok(r) = cache.parse_with(u, &opts) {
+        // Uncached and cached results are one type.
+        for r in [url::parse_with(u, &opts), cache.parse_with(u, &opts)]
+            .into_iter()
+            .flatten()
+        {
             let _ = (
                 r.components(),
                 r.username(),
