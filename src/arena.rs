@@ -34,8 +34,12 @@ global! {
 /// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
 /// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
+/// * `generation` is the fork generation of the process that mapped the arena
+///   ([`crate::fork`]); written once, before any pool of the arena is handed out, and only read
+///   after that (without the lock: by the free of a live block, which the allocation ordered).
 #[repr(C)]
 pub struct Arena {
+    generation: usize,
     nfree: usize,
     free_pools: *mut Pool,
     untouched: usize,
@@ -131,6 +135,17 @@ fn arena_of(p: *mut Pool) -> *mut Arena {
     p.cast::<u8>().map_addr(|a| a & !(ARENA_SIZE - 1)).cast()
 }
 
+/// The fork generation recorded in the header of the arena holding `p` ([`crate::fork`]).
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+pub(crate) unsafe fn generation_of(p: *const u8) -> usize {
+    // SAFETY: per the caller the arena's header is mapped; `generation` is written once, before
+    // any pool of the arena is handed out (see the type invariants), and never again.
+    unsafe { (*arena_of(p.cast_mut().cast())).generation }
+}
+
 impl Locked {
     fn unlink(&mut self, a: *mut Arena, bucket: usize) {
         // SAFETY: `a` is a live arena in `buckets[bucket]`; links are guarded by the lock we hold.
@@ -181,6 +196,7 @@ impl Locked {
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
         unsafe {
             a.write(Arena {
+                generation: crate::fork::generation(),
                 nfree: USABLE_POOLS,
                 free_pools: null_mut(),
                 untouched: 1,
@@ -352,6 +368,22 @@ impl Locked {
                 a = (*a).all_next;
             }
         }
+    }
+
+    /// A share-mode fork's child forgets every arena it inherited (see [`crate::fork`]): the
+    /// arena lists start empty, so no pool of those arenas is handed out, given back, released or
+    /// walked for statistics in this process, and nothing is written to them; they stay mapped
+    /// (and published in the arena map) for the inherited blocks still in use. Returns how many
+    /// arenas were forgotten. Only the global state is written.
+    pub(crate) fn forget_arenas_after_fork(&mut self) -> usize {
+        let st = self.state();
+        let forgotten = st.mapped;
+        st.buckets = [null_mut(); USABLE_POOLS + 1];
+        st.all = null_mut();
+        st.mapped = 0;
+        st.pools_out = 0;
+        st.pools_out_peak = 0;
+        forgotten
     }
 
     /// Arenas mapped now and at peak.

@@ -870,6 +870,10 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
         if (*block).key == owner.addr() {
             fault(Fault::DoubleFree, block.cast());
         }
+        // Before anything is written: a share-mode child leaves inherited pages alone.
+        if crate::fork::inherited(block.cast()) {
+            return crate::fork::drop_inherited(pool, size);
+        }
         (*block).key = owner.addr();
     }
     if heap.is_null() {
@@ -1037,6 +1041,7 @@ extern "C" fn early_init() {
     register_fork_handlers_once();
     ensure_exit_key(&mut Locked::take());
     crate::stats::print_at_exit_if_asked();
+    crate::fork::read_env();
 }
 
 fn register_fork_handlers_once() {
@@ -1092,6 +1097,10 @@ extern "C" fn fork_child() {
     // freed (they are remote frees into those pools).
     let me = current();
     let _quiet = crate::valgrind::Quiet::new();
+    // Share mode: the child forgets every inherited heap instead (the walk below finds none).
+    if crate::fork::share_at_fork() {
+        share_child(&mut Locked::take());
+    }
     // SAFETY: the prepare handler took the lock in this very thread before the fork, and the
     // child has no other thread; we release it at the end.
     unsafe {
@@ -1109,6 +1118,30 @@ extern "C" fn fork_child() {
     RECLAIM.store(true, Ordering::Relaxed);
     FORK_OWNER.store(0, Ordering::Relaxed);
     crate::arena::LOCK.reset_after_fork();
+}
+
+/// The child of a share-mode fork ([`crate::fork`]) forgets every heap it inherited, without
+/// writing to them (they live in inherited slabs): the registry starts empty with no slab, so the
+/// next allocation makes a fresh heap in a fresh slab, and the forking thread (the only one
+/// here) drops its heap pointer. The inherited heaps' byte counts carry over to the orphan count,
+/// so `bytes_requested` stays the same. Then the arenas are forgotten ([`crate::fork`]).
+#[cfg(not(any(miri, loom)))]
+fn share_child(locked: &mut Locked) {
+    let requested = total_requested(locked);
+    ORPHAN_REQUESTED.store(requested, Ordering::Relaxed);
+    let reg = registry(locked);
+    reg.all = null_mut();
+    reg.abandoned = null_mut();
+    reg.slab = null_mut();
+    reg.slab_left = 0;
+    reg.count = 0;
+    let _ = CURRENT.try_with(|c| c.set(null_mut()));
+    let _ = STATE.try_with(|s| {
+        if s.get() == ACTIVE {
+            s.set(FRESH);
+        }
+    });
+    crate::fork::forget_inherited(locked);
 }
 
 // ---------------------------------------------------------------------------------------------

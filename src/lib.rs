@@ -28,6 +28,8 @@
 //! - `pool`: 16 KiB pools, their header, free list and lock-free remote-free list.
 //! - `arena`: 1 MiB arenas, the fullest-first pool supply, returning empty arenas to the OS.
 //! - `heap`: per-thread heaps, the fast paths, thread exit and adoption, `fork()`.
+//! - `fork`: the fork policy ([`ForkPolicy`]): whether a child reuses the parent's pools or
+//!   leaves the parent's pages shared.
 //! - `os`: `mmap`/`munmap` (a heap-backed stand-in under Miri, a fixed reservation under loom).
 //! - `system`: the libc allocator for large and over-aligned requests.
 //! - [`mode`](mod@mode): which allocator serves small requests, decided once per process.
@@ -56,7 +58,8 @@
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, serves small requests from the
 //! system allocator when the arena cannot grow and returns null only when that fails too, and
-//! keeps working in a child process after `fork()`.
+//! keeps working in a child process after `fork()`; with [`ForkPolicy::Share`]
+//! (`SMALLARENA_FORK=share`) the child never writes to the pages its parent's heap was on.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -81,6 +84,7 @@ macro_rules! on_supported_targets {
 on_supported_targets! {
     mod arena;
     mod env;
+    mod fork;
     mod heap;
     pub mod mode;
     mod os;
@@ -96,6 +100,7 @@ on_supported_targets! {
     mod valgrind;
 
     use core::alloc::{GlobalAlloc, Layout};
+    pub use fork::{fork_policy, set_fork_policy, ForkPolicy};
     pub use mode::{mode, Mode};
     use size_class::is_small;
     pub use stats::{ClassStats, Stats};
@@ -154,6 +159,7 @@ pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = valgrind::Quiet::new();
     heap::collect(&mut s);
+    (s.fork_inherited_bytes, s.fork_retained_bytes) = fork::counters();
     (s.resident_bytes, s.resident_peak_bytes) = os::resident();
     s
 }
@@ -365,7 +371,10 @@ unsafe impl GlobalAlloc for SmallArena {
         let m = mode::decide();
         let old_arena = owned_small(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
-        if old_arena && new_arena {
+        // An inherited block (share-mode fork) is never resized in place: it is copied out, so
+        // the program's writes land on the child's own pages.
+        // SAFETY: `old_arena`: a live arena block, so its arena is mapped.
+        if old_arena && new_arena && !unsafe { fork::inherited(ptr) } {
             if m == mode::ANNOTATE {
                 // SAFETY: a live annotated arena block with this layout.
                 if unsafe { valgrind::realloc_in_place(ptr, layout, new_size) } {

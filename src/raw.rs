@@ -71,6 +71,19 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     unsafe { class_size(p) }
 }
 
+/// Whether a `realloc` of the live arena block `p` to a block of the same size class may return
+/// `p` itself: true, except for a block inherited across a `fork()` in
+/// [`ForkPolicy::Share`](crate::ForkPolicy), which a `realloc` copies out to the child's own
+/// memory. One load of a global for a process that never forked in share mode.
+///
+/// # Safety
+/// `p` is a pointer for which [`owns`] is true.
+#[inline]
+pub unsafe fn resizable_in_place(p: *const u8) -> bool {
+    // SAFETY: per the caller, `p` points into a mapped arena.
+    !unsafe { crate::fork::inherited(p) }
+}
+
 /// The block size of the class `p`'s pool serves.
 ///
 /// # Safety

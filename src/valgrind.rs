@@ -181,7 +181,9 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
     }
     let _q = Quiet::new();
     let budget = quarantine::budget();
-    if budget == 0 {
+    // SAFETY: a live arena block, so its arena is mapped. An inherited block is not queued: the
+    // queue's links live in the blocks ([`crate::fork`]); the heap drops it.
+    if budget == 0 || unsafe { crate::fork::inherited(p) } {
         // SAFETY: per the caller, a live arena block of this size.
         unsafe { release(p, size) };
         return;
@@ -206,6 +208,16 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
         unsafe { release(link.cast(), size) };
         link = next;
     }
+}
+
+/// A share-mode fork's child forgets the quarantine it inherited (its links live in inherited
+/// blocks, which the child must not write: see [`crate::fork`]); returns the bytes it held, which
+/// stay unused.
+pub(crate) fn forget_quarantine_after_fork(locked: &mut crate::arena::Locked) -> usize {
+    let q = quarantine::queue(locked);
+    let bytes = q.bytes();
+    *q = quarantine::Fifo::new();
+    bytes
 }
 
 /// Gives an annotated block back to the heap (inside a [`Quiet`] section: the block is no-access).

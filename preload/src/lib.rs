@@ -188,7 +188,11 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     // SAFETY: a live arena block.
     let usable = unsafe { raw::usable_size(p.cast()) };
-    if size <= MAX_SMALL && class_of(size) == class_of(usable) {
+    // SAFETY: an arena block. (An inherited block after a share-mode fork is copied out.)
+    if size <= MAX_SMALL
+        && class_of(size) == class_of(usable)
+        && unsafe { raw::resizable_in_place(p.cast()) }
+    {
         return p;
     }
     // SAFETY: forwarding.

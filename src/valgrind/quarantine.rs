@@ -78,7 +78,6 @@ impl Fifo {
     }
 
     /// The bytes held (whole blocks).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
