@@ -18,6 +18,7 @@ mod common;
 mod scenario;
 
 use scenario::{Params, Report};
+use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::process::Command;
 
 #[global_allocator]
@@ -131,7 +132,170 @@ fn check() {
     }
 }
 
+const PROTECT_VAR: &str = "SMALLARENA_TEST_FORK_SHARE_PROTECT";
+
+/// Blocks of every size class, a few per class, their pointers and sizes.
+fn blocks(n: usize, fill: u8) -> Vec<(*mut u8, usize)> {
+    (0..n)
+        .map(|i| {
+            let size = 1 + (i * 37) % 512;
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout) };
+            assert!(!p.is_null());
+            // SAFETY: `size` writable bytes.
+            unsafe { p.write_bytes(fill, size) };
+            (p, size)
+        })
+        .collect()
+}
+
+/// Makes every arena holding one of `blocks` read-only: the allocator writing to any of them
+/// from now on is a `SIGSEGV`.
+fn protect_arenas(blocks: &[(*mut u8, usize)]) {
+    const ARENA: usize = 1 << 20;
+    let mut bases: Vec<usize> = blocks
+        .iter()
+        .map(|&(p, _)| p as usize & !(ARENA - 1))
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    for b in bases {
+        // SAFETY: a whole arena (1 MiB-aligned, 1 MiB) of the allocator's, which stays mapped;
+        // only its protection changes.
+        let rc = unsafe { libc::mprotect(b as *mut libc::c_void, ARENA, libc::PROT_READ) };
+        assert_eq!(rc, 0, "mprotect");
+    }
+}
+
+/// In a share-mode child: reads, frees and reallocates the `inherited` blocks (every other one
+/// freed, every fourth reallocated within its size class: it must move, its bytes kept), after
+/// making their arenas read-only; allocates and frees its own blocks, runs a thread that
+/// allocates and exits (its heap is abandoned), asks for statistics and returns memory.
+/// Returns the child's own blocks (still live), for a grandchild.
+fn work_on_inherited(inherited: &[(*mut u8, usize)], fill: u8) -> Vec<(*mut u8, usize)> {
+    protect_arenas(inherited);
+    let before = smallarena::stats().fork_retained_bytes;
+    for (i, &(p, size)) in inherited.iter().enumerate() {
+        // SAFETY: live inherited blocks of `size` bytes.
+        assert!(unsafe { std::slice::from_raw_parts(p, size) }
+            .iter()
+            .all(|&b| b == fill));
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        if i % 4 == 1 {
+            // Same size class (block sizes are multiples of 16): in place, but not here.
+            let grown = (size + 15) / 16 * 16;
+            // SAFETY: a live block of `layout`; `grown` is non-zero.
+            let q = unsafe { realloc(p, layout, grown) };
+            assert!(
+                !q.is_null() && q != p,
+                "an inherited block was resized in place"
+            );
+            // SAFETY: `q` holds at least `size` bytes copied from `p`.
+            assert!(unsafe { std::slice::from_raw_parts(q, size) }
+                .iter()
+                .all(|&b| b == fill));
+            // SAFETY: the live block `realloc` returned, with its new layout.
+            unsafe { dealloc(q, Layout::from_size_align(grown, 8).unwrap()) };
+        } else if i % 2 == 0 {
+            // SAFETY: a live block of `layout`, freed once.
+            unsafe { dealloc(p, layout) };
+        }
+    }
+    let after = smallarena::stats().fork_retained_bytes;
+    assert!(after > before, "no inherited block counted as retained");
+    let churn = blocks(5000, 0x5A);
+    for (p, size) in churn {
+        // SAFETY: live blocks of our own, freed once.
+        unsafe { dealloc(p, Layout::from_size_align(size, 8).unwrap()) };
+    }
+    std::thread::spawn(|| (0..2000).map(|i| vec![i as u8; 1 + i % 300]).count())
+        .join()
+        .unwrap();
+    smallarena::collect();
+    let s = smallarena::stats();
+    assert!(s.fork_inherited_bytes >= 1 << 20, "{s:?}");
+    blocks(3000, fill.wrapping_add(1))
+}
+
+/// Forks, runs `child` in the child (which exits 0 unless it panics), and returns the child's
+/// wait status.
+fn fork_and_wait(child: impl FnOnce()) -> i32 {
+    // SAFETY: the child runs `child` in this single-threaded process, then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
+/// The process of the protection case: parent, child and grandchild (see [`protected`]).
+fn protect_case(policy: &str) -> i32 {
+    smallarena::set_fork_policy(if policy == "share" {
+        smallarena::ForkPolicy::Share
+    } else {
+        smallarena::ForkPolicy::Reuse
+    });
+    let mut parent = blocks(4000, 0xA5);
+    // Free blocks in the parent's pools too: a reusing child would hand them out.
+    for (p, size) in parent.drain(..1000) {
+        // SAFETY: live blocks, freed once.
+        unsafe { dealloc(p, Layout::from_size_align(size, 8).unwrap()) };
+    }
+    let status = fork_and_wait(|| {
+        let own = work_on_inherited(&parent, 0xA5);
+        // The parent's blocks the child left live (neither freed nor reallocated).
+        let kept: Vec<(*mut u8, usize)> = parent.iter().copied().skip(3).step_by(4).collect();
+        // A grandchild: the child's blocks are inherited now, and the parent's still are.
+        let status = fork_and_wait(|| {
+            work_on_inherited(&own, 0xA6);
+            work_on_inherited(&kept, 0xA5);
+        });
+        assert_eq!(status, 0, "grandchild: wait status {status:#x}");
+    });
+    if libc::WIFSIGNALED(status) {
+        println!("child killed by signal {}", libc::WTERMSIG(status));
+        return libc::WTERMSIG(status);
+    }
+    println!("child exit status {}", libc::WEXITSTATUS(status));
+    0
+}
+
+/// Runs the protection case under `policy` in a fresh process; its output.
+fn run_protect(policy: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(PROTECT_VAR, policy)
+        .env("SMALLARENA_MODE", "arena")
+        .env_remove("SMALLARENA_FORK")
+        .output()
+        .expect("run the case");
+    assert!(out.status.success(), "{policy}: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// With `share`, a child and a grandchild work on inherited blocks whose arenas are read-only:
+/// the allocator never writes them. With `reuse` the same program faults (so the case can fail).
+fn protected() {
+    let share = run_protect("share");
+    assert!(share.contains("child exit status 0"), "share: {share}");
+    let reuse = run_protect("reuse");
+    assert!(
+        reuse.contains(&format!("child killed by signal {}", libc::SIGSEGV)),
+        "reuse: {reuse}"
+    );
+}
+
 fn main() {
+    if let Some(policy) = std::env::var_os(PROTECT_VAR) {
+        protect_case(policy.to_str().unwrap());
+        return;
+    }
     if std::env::var_os(SCENARIO_VAR).is_some() {
         for r in scenario::run(PARAMS) {
             println!(
@@ -149,4 +313,5 @@ fn main() {
         return;
     }
     common::run_without_harness("share_mode_children_leave_the_parent_heap_shared", check);
+    common::run_without_harness("share_mode_never_writes_inherited_arenas", protected);
 }
