@@ -140,6 +140,10 @@ pub(crate) fn share_at_fork() -> bool {
 /// The fork generation of this process (see the module documentation), recorded in every arena
 /// it maps.
 pub(crate) fn generation() -> usize {
+    // loom models no `fork()` (the generation stays 0): no operation added to the models.
+    if cfg!(loom) {
+        return 0;
+    }
     GENERATION.load(Ordering::Relaxed)
 }
 
@@ -152,7 +156,7 @@ pub(crate) fn generation() -> usize {
 /// `p` points into a mapped arena.
 #[inline(always)]
 pub(crate) unsafe fn inherited(p: *const u8) -> bool {
-    let g = GENERATION.load(Ordering::Relaxed);
+    let g = generation();
     // SAFETY: per the caller, `p`'s arena is mapped, and its generation was written before any
     // of its blocks was handed out.
     g != 0 && unsafe { crate::arena::generation_of(p) } < g

@@ -184,7 +184,7 @@ fn work_on_inherited(inherited: &[(*mut u8, usize)], fill: u8) -> Vec<(*mut u8, 
         let layout = Layout::from_size_align(size, 8).unwrap();
         if i % 4 == 1 {
             // Same size class (block sizes are multiples of 16): in place, but not here.
-            let grown = (size + 15) / 16 * 16;
+            let grown = size.div_ceil(16) * 16;
             // SAFETY: a live block of `layout`; `grown` is non-zero.
             let q = unsafe { realloc(p, layout, grown) };
             assert!(
@@ -209,9 +209,15 @@ fn work_on_inherited(inherited: &[(*mut u8, usize)], fill: u8) -> Vec<(*mut u8, 
         // SAFETY: live blocks of our own, freed once.
         unsafe { dealloc(p, Layout::from_size_align(size, 8).unwrap()) };
     }
-    std::thread::spawn(|| (0..2000).map(|i| vec![i as u8; 1 + i % 300]).count())
-        .join()
-        .unwrap();
+    let made = std::thread::spawn(|| {
+        (0..2000)
+            .map(|i| vec![i as u8; 1 + i % 300])
+            .filter(|v| v[0] == v[v.len() - 1])
+            .count()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(made, 2000);
     smallarena::collect();
     let s = smallarena::stats();
     assert!(s.fork_inherited_bytes >= 1 << 20, "{s:?}");
