@@ -11,7 +11,8 @@
 //! Heaps are never unmapped. When a thread exits, its heap gives its empty pools back and is put on
 //! the abandoned list; the next thread that needs a heap adopts it, with every pool, every
 //! pending remote free and every counter, so nothing is lost when threads come and go. After
-//! `fork()`, the child abandons the heaps of the threads that did not survive the fork.
+//! `fork()`, the child abandons the heaps of the threads that did not survive the fork (or, with
+//! the share fork policy, forgets every inherited heap: see [`crate::fork`]).
 
 use crate::arena::Locked;
 use crate::os;
