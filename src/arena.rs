@@ -375,6 +375,7 @@ impl Locked {
     /// walked for statistics in this process, and nothing is written to them; they stay mapped
     /// (and published in the arena map) for the inherited blocks still in use. Returns how many
     /// arenas were forgotten. Only the global state is written.
+    #[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
     pub(crate) fn forget_arenas_after_fork(&mut self) -> usize {
         let st = self.state();
         let forgotten = st.mapped;

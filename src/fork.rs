@@ -133,6 +133,7 @@ pub(crate) fn read_env() -> u8 {
 
 /// Whether the child of the `fork()` in progress takes the share policy (called in the child's
 /// fork handler, which reads the parent's setting: the child's memory is a copy of it).
+#[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
 pub(crate) fn share_at_fork() -> bool {
     read_env() == SHARE
 }
@@ -157,9 +158,22 @@ pub(crate) fn generation() -> usize {
 #[inline(always)]
 pub(crate) unsafe fn inherited(p: *const u8) -> bool {
     let g = generation();
+    // SAFETY: per the caller.
+    g != 0 && unsafe { older_than(p, g) }
+}
+
+/// Whether the arena holding `p` was mapped in a generation before `g`.
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[cold]
+#[inline(never)]
+unsafe fn older_than(p: *const u8, g: usize) -> bool {
+    // Annotate mode hides arena headers from the program; this read is the allocator's own.
+    let _quiet = crate::valgrind::Quiet::new();
     // SAFETY: per the caller, `p`'s arena is mapped, and its generation was written before any
     // of its blocks was handed out.
-    g != 0 && unsafe { crate::arena::generation_of(p) } < g
+    unsafe { crate::arena::generation_of(p) < g }
 }
 
 /// A free of a block of `pool` that [`inherited`] reported, of a `size`-byte request: nothing is
@@ -181,6 +195,7 @@ pub(crate) unsafe fn drop_inherited(pool: *mut crate::pool::Pool, size: usize) {
 /// annotate mode's quarantine, whose links live in inherited blocks) are forgotten without
 /// writing to them, and the generation goes up. Called by the forking thread in the child, the
 /// only thread there, holding the lock (`locked`).
+#[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
 pub(crate) fn forget_inherited(locked: &mut crate::arena::Locked) {
     let arenas = locked.forget_arenas_after_fork();
     INHERITED.fetch_add(arenas * crate::arena::ARENA_SIZE, Ordering::Relaxed);

@@ -213,6 +213,7 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
 /// A share-mode fork's child forgets the quarantine it inherited (its links live in inherited
 /// blocks, which the child must not write: see [`crate::fork`]); returns the bytes it held, which
 /// stay unused.
+#[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
 pub(crate) fn forget_quarantine_after_fork(locked: &mut crate::arena::Locked) -> usize {
     let q = quarantine::queue(locked);
     let bytes = q.bytes();
