@@ -297,7 +297,52 @@ fn protected() {
     );
 }
 
+const POLICY_VAR: &str = "SMALLARENA_TEST_FORK_SHARE_POLICY";
+
+/// Runs this binary printing its fork policy (parent, then a forked child) with
+/// `SMALLARENA_FORK=value`; stdout and stderr.
+fn policy_with(value: &str) -> (String, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(POLICY_VAR, "1")
+        .env("SMALLARENA_FORK", value)
+        .output()
+        .expect("run the case");
+    assert!(out.status.success(), "{value}: {}", out.status);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `SMALLARENA_FORK` is read once at start-up: a bad value is echoed once (not again in a forked
+/// child) and `reuse` is used; `share` in any case is taken; `set_fork_policy` overrides it.
+fn environment() {
+    let (out, err) = policy_with(" SHARE ");
+    assert_eq!(out, "parent Share\nchild Share\noverridden Reuse\n");
+    assert_eq!(err, "");
+    let (out, err) = policy_with("sharing");
+    assert_eq!(out, "parent Reuse\nchild Reuse\noverridden Reuse\n");
+    assert_eq!(
+        err,
+        "smallarena: unknown SMALLARENA_FORK value \"sharing\"; accepted: reuse, share; \
+         using reuse\n"
+    );
+}
+
+/// The process of [`environment`].
+fn policy_case() {
+    println!("parent {:?}", smallarena::fork_policy());
+    let status = fork_and_wait(|| println!("child {:?}", smallarena::fork_policy()));
+    assert_eq!(status, 0);
+    smallarena::set_fork_policy(smallarena::ForkPolicy::Reuse);
+    println!("overridden {:?}", smallarena::fork_policy());
+}
+
 fn main() {
+    if std::env::var_os(POLICY_VAR).is_some() {
+        policy_case();
+        return;
+    }
     if let Some(policy) = std::env::var_os(PROTECT_VAR) {
         protect_case(policy.to_str().unwrap());
         return;
@@ -320,4 +365,5 @@ fn main() {
     }
     common::run_without_harness("share_mode_children_leave_the_parent_heap_shared", check);
     common::run_without_harness("share_mode_never_writes_inherited_arenas", protected);
+    common::run_without_harness("the_policy_comes_from_the_environment", environment);
 }
