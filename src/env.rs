@@ -132,8 +132,8 @@ Valgrind client requests are supported only on x86_64 and aarch64 Linux; using a
 // SMALLARENA_QUARANTINE_MB
 // ---------------------------------------------------------------------------------------------
 
-/// The annotate-mode quarantine's default budget in MiB: memcheck's own `--freelist-vol` default.
-pub(crate) const QUARANTINE_DEFAULT_MB: usize = 20;
+/// The annotate-mode quarantine's default budget in MiB (see [`crate::tunables`]).
+pub(crate) use crate::tunables::QUARANTINE_DEFAULT_MB;
 
 /// Reads and parses `SMALLARENA_QUARANTINE_MB`: the budget in MiB, and the warning to print
 /// (empty if none). Called once per process, by the first annotated free.
@@ -215,12 +215,21 @@ pub(crate) fn parse_stats(value: &[u8]) -> (StatsAtExit, Line) {
 // SMALLARENA_FORK
 // ---------------------------------------------------------------------------------------------
 
+/// What `SMALLARENA_FORK` asks for (the fork policy of `crate::fork`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestedFork {
+    /// Unset, empty, `reuse`, or not understood.
+    Reuse,
+    /// `share`.
+    Share,
+}
+
 /// Reads and parses `SMALLARENA_FORK`; the warning to print comes with it (empty if none).
 /// Called once per process, from the start-up constructor (or the first call that needs the
 /// policy).
-pub(crate) fn read_fork() -> (crate::fork::ForkPolicy, Line) {
+pub(crate) fn read_fork() -> (RequestedFork, Line) {
     match var(c"SMALLARENA_FORK") {
-        None => (crate::fork::ForkPolicy::Reuse, Line::new()),
+        None => (RequestedFork::Reuse, Line::new()),
         Some(v) => parse_fork(v),
     }
 }
@@ -228,15 +237,15 @@ pub(crate) fn read_fork() -> (crate::fork::ForkPolicy, Line) {
 /// The decision for a `SMALLARENA_FORK` value (pure): `reuse` or `share`, surrounding ASCII
 /// whitespace ignored, letters in any case; empty means the default (`reuse`); anything else
 /// means `reuse`, with a warning echoing it.
-pub(crate) fn parse_fork(value: &[u8]) -> (crate::fork::ForkPolicy, Line) {
+pub(crate) fn parse_fork(value: &[u8]) -> (RequestedFork, Line) {
     let v = value.trim_ascii();
     if v.is_empty() || v.eq_ignore_ascii_case(b"reuse") {
-        (crate::fork::ForkPolicy::Reuse, Line::new())
+        (RequestedFork::Reuse, Line::new())
     } else if v.eq_ignore_ascii_case(b"share") {
-        (crate::fork::ForkPolicy::Share, Line::new())
+        (RequestedFork::Share, Line::new())
     } else {
         (
-            crate::fork::ForkPolicy::Reuse,
+            RequestedFork::Reuse,
             unknown_value(b"SMALLARENA_FORK", value, b"reuse, share", b"reuse"),
         )
     }
@@ -473,7 +482,7 @@ mod tests {
 
     #[test]
     fn fork_values() {
-        use crate::fork::ForkPolicy;
+        use RequestedFork as ForkPolicy;
         for (value, want) in [
             ("", ForkPolicy::Reuse),
             ("reuse", ForkPolicy::Reuse),

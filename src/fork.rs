@@ -25,8 +25,12 @@
 //! of an older generation is inherited. Since a share-mode child gives its thread a fresh heap,
 //! no inherited pool is owned by a heap the child uses, so an inherited block always takes the
 //! free path of blocks owned by another heap (the cold, out-of-line "remote" path), which asks
-//! [`inherited`] before writing anything; a process that never forked in share mode pays one
+//! `arena::inherited` before writing anything; a process that never forked in share mode pays one
 //! load of a global and a predictable branch there, nothing on the fast paths.
+//!
+//! This room holds the policy, the generation and the counters; the arena room records and
+//! compares generations, the heap room forgets heaps and arenas in the child's fork handler and
+//! drops inherited blocks, annotate mode forgets its quarantine.
 
 use crate::sync::{global, AtomicU8, AtomicUsize, Ordering};
 
@@ -121,11 +125,15 @@ pub(crate) fn read_env() -> u8 {
     if cur != UNREAD {
         return cur;
     }
-    let (policy, note) = crate::env::read_fork();
-    match POLICY.compare_exchange(UNREAD, encode(policy), Ordering::Relaxed, Ordering::Relaxed) {
+    let (requested, note) = crate::env::read_fork();
+    let policy = match requested {
+        crate::env::RequestedFork::Reuse => REUSE,
+        crate::env::RequestedFork::Share => SHARE,
+    };
+    match POLICY.compare_exchange(UNREAD, policy, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => {
             note.emit();
-            encode(policy)
+            policy
         }
         Err(now) => now,
     }
@@ -148,60 +156,19 @@ pub(crate) fn generation() -> usize {
     GENERATION.load(Ordering::Relaxed)
 }
 
-/// Whether the arena block or pool at `p` was inherited across a share-mode fork, and so must not
-/// be written by this process. A process that never forked in share mode answers with one load.
-///
-/// Reads the header of `p`'s arena (never writes it).
-///
-/// # Safety
-/// `p` points into a mapped arena.
-#[inline(always)]
-pub(crate) unsafe fn inherited(p: *const u8) -> bool {
-    let g = generation();
-    // SAFETY: per the caller.
-    g != 0 && unsafe { older_than(p, g) }
-}
-
-/// Whether the arena holding `p` was mapped in a generation before `g`.
-///
-/// # Safety
-/// `p` points into a mapped arena.
-#[cold]
-#[inline(never)]
-unsafe fn older_than(p: *const u8, g: usize) -> bool {
-    // Annotate mode hides arena headers from the program; this read is the allocator's own.
-    let _quiet = crate::valgrind::Quiet::new();
-    // SAFETY: per the caller, `p`'s arena is mapped, and its generation was written before any
-    // of its blocks was handed out.
-    unsafe { crate::arena::generation_of(p) < g }
-}
-
-/// A free of a block of `pool` that [`inherited`] reported, of a `size`-byte request: nothing is
-/// written to the block or its pool; the block is dropped, its bytes counted as retained, and the
-/// request's bytes taken off the calling thread's count (as any free does).
-///
-/// # Safety
-/// `pool` is the pool of a live block (so its header says which class it serves).
-#[cold]
-#[inline(never)]
-pub(crate) unsafe fn drop_inherited(pool: *mut crate::pool::Pool, size: usize) {
-    crate::heap::account(size.wrapping_neg());
-    // SAFETY: per the caller; the pool's class fields are only read.
-    let block = unsafe { crate::pool::Pool::block_size(pool) };
-    RETAINED.fetch_add(block, Ordering::Relaxed);
-}
-
-/// The child side of a share-mode fork, after the heap side forgot its heaps: the arenas (and
-/// annotate mode's quarantine, whose links live in inherited blocks) are forgotten without
-/// writing to them, and the generation goes up. Called by the forking thread in the child, the
-/// only thread there, holding the lock (`locked`).
+/// The child side of a share-mode fork, after the heaps and arenas were forgotten: counts the
+/// `inherited_arena_bytes` of arenas left untouched, and the generation goes up. Called by the forking thread
+/// in the child, the only thread there.
 #[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
-pub(crate) fn forget_inherited(locked: &mut crate::arena::Locked) {
-    let arenas = locked.forget_arenas_after_fork();
-    INHERITED.fetch_add(arenas * crate::arena::ARENA_SIZE, Ordering::Relaxed);
-    let quarantined = crate::valgrind::forget_quarantine_after_fork(locked);
-    RETAINED.fetch_add(quarantined, Ordering::Relaxed);
+pub(crate) fn advance_generation(inherited_arena_bytes: usize) {
+    INHERITED.fetch_add(inherited_arena_bytes, Ordering::Relaxed);
     GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts `bytes` of inherited blocks dropped instead of freed (see the module documentation).
+#[cold]
+pub(crate) fn retain(bytes: usize) {
+    RETAINED.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// `(inherited, retained)` bytes for [`crate::Stats`]: the arenas this process inherited across
