@@ -34,8 +34,12 @@ const _: () = assert!(Kind::Medium.usable_pools() == 15 && Kind::Small.usable_po
 ///   full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
 /// * `kind` is fixed when the arena is mapped.
+/// * `generation` is the fork generation of the process that mapped the arena
+///   ([`crate::fork`]); written once, before any pool of the arena is handed out, and only read
+///   after that (without the lock: by the free of a live block, which the allocation ordered).
 #[repr(C)]
 pub struct Arena {
+    generation: usize,
     kind: Kind,
     nfree: usize,
     free_pools: *mut Pool,
@@ -109,6 +113,50 @@ fn arena_of(p: *mut Pool, kind: Kind) -> *mut Arena {
         .cast()
 }
 
+/// Whether the arena block or pool at `p` was inherited across a share-mode fork
+/// ([`crate::fork`]), and so must not be written by this process: its arena was mapped in an
+/// earlier fork generation. A process that never forked in share mode answers with one load of a
+/// global; otherwise the arena's header is read (never written).
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+pub(crate) unsafe fn inherited(p: *const u8) -> bool {
+    let g = crate::fork::generation();
+    // SAFETY: per the caller.
+    g != 0 && unsafe { older_than(p, g) }
+}
+
+/// Whether the arena holding `p` was mapped in a generation before `g`.
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[cold]
+#[inline(never)]
+unsafe fn older_than(p: *const u8, g: usize) -> bool {
+    // Annotate mode hides arena headers from the program; this read is the allocator's own.
+    let _quiet = crate::mode::quiet();
+    // SAFETY: per the caller.
+    unsafe { generation_of(p) < g }
+}
+
+/// The fork generation recorded in the header of the arena holding `p` ([`crate::fork`]).
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+pub(crate) unsafe fn generation_of(p: *const u8) -> usize {
+    // SAFETY: per the caller the arena's header is mapped; `generation` is written once, before
+    // any pool of the arena is handed out (see the type invariants), and never again.
+    // The arena's kind decides where its header is: the small map answers for small arenas.
+    let kind = if crate::arena_map::contains(p.addr()) {
+        Kind::Small
+    } else {
+        Kind::Medium
+    };
+    unsafe { (*arena_of(p.cast_mut().cast(), kind)).generation }
+}
+
 impl Locked {
     fn unlink(&mut self, a: *mut Arena, bucket: usize) {
         // SAFETY: `a` is a live arena in `buckets[bucket]`; links are guarded by the lock we hold.
@@ -164,6 +212,7 @@ impl Locked {
         unsafe {
             a.write(Arena {
                 kind,
+                generation: crate::fork::generation(),
                 nfree: usable,
                 free_pools: null_mut(),
                 untouched: 1,
@@ -354,6 +403,22 @@ impl Locked {
                 a = (*a).all_next;
             }
         }
+    }
+
+    /// A share-mode fork's child forgets every arena it inherited (see [`crate::fork`]): the
+    /// arena lists start empty, so no pool of those arenas is handed out, given back, released or
+    /// walked for statistics in this process, and nothing is written to them; they stay mapped
+    /// (and published in the arena maps) for the inherited blocks still in use. Returns how many
+    /// bytes of arenas (both kinds) were forgotten. Only the global state is written.
+    #[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
+    pub(crate) fn forget_arenas_after_fork(&mut self) -> usize {
+        let st = self.state();
+        let forgotten = st.bytes_mapped;
+        st.kinds = [NO_ARENAS, NO_ARENAS];
+        st.bytes_mapped = 0;
+        st.pools_out = 0;
+        st.pools_out_peak = 0;
+        forgotten
     }
 
     /// Arenas of `kind` mapped now and at peak.

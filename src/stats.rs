@@ -19,6 +19,7 @@ pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = crate::mode::quiet();
     collect(&mut s);
+    (s.fork_inherited_bytes, s.fork_retained_bytes) = crate::fork::counters();
     (s.resident_bytes, s.resident_peak_bytes) = crate::os::resident();
     s
 }
@@ -143,6 +144,15 @@ pub struct Stats {
     /// a heap and hands it back). A count far above the number of threads means allocation keeps
     /// happening after exit handling, where each one pays a whole handoff.
     pub heap_handoffs: usize,
+    /// Bytes of the arenas this process inherited across `fork()`s made with
+    /// [`ForkPolicy::Share`](crate::ForkPolicy) (1 MiB each) and leaves untouched, shared with
+    /// the parent: not counted in `arenas_mapped`, `bytes_mapped` or the per-class counters.
+    /// 0 in a process that was not forked in share mode.
+    pub fork_inherited_bytes: usize,
+    /// Bytes of inherited blocks (see `fork_inherited_bytes`) this process freed: in share mode
+    /// such a block is dropped rather than written to, so its memory stays unused until the
+    /// process exits (whole blocks, class-rounded).
+    pub fork_retained_bytes: usize,
 }
 
 impl Stats {
@@ -169,6 +179,8 @@ impl Stats {
             heaps: 0,
             heaps_abandoned: 0,
             heap_handoffs: 0,
+            fork_inherited_bytes: 0,
+            fork_retained_bytes: 0,
         }
     }
 
@@ -250,7 +262,7 @@ impl fmt::Display for StatsJson<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 24] = [
+        let fields: [(&str, usize); 26] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
             ("medium_arenas_mapped", s.medium_arenas_mapped),
@@ -267,6 +279,8 @@ impl fmt::Display for StatsJson<'_> {
             ("heaps", s.heaps),
             ("heaps_abandoned", s.heaps_abandoned),
             ("heap_handoffs", s.heap_handoffs),
+            ("fork_inherited_bytes", s.fork_inherited_bytes),
+            ("fork_retained_bytes", s.fork_retained_bytes),
             ("blocks_in_use", s.blocks_in_use()),
             ("free_blocks", s.free_blocks()),
             ("pools_in_use", s.pools_in_use()),
@@ -516,6 +530,14 @@ impl fmt::Display for Stats {
             "# heaps (abandoned)            = {} ({})",
             self.heaps, self.heaps_abandoned
         )?;
-        write!(f, "# heap handoffs                = {}", self.heap_handoffs)
+        write!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
+        if self.fork_inherited_bytes != 0 || self.fork_retained_bytes != 0 {
+            write!(
+                f,
+                "\n# fork: inherited / retained   = {} / {}",
+                self.fork_inherited_bytes, self.fork_retained_bytes
+            )?;
+        }
+        Ok(())
     }
 }
