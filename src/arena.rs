@@ -146,14 +146,14 @@ unsafe fn older_than(p: *const u8, g: usize) -> bool {
 /// `p` points into a mapped arena.
 #[inline(always)]
 pub(crate) unsafe fn generation_of(p: *const u8) -> usize {
-    // SAFETY: per the caller the arena's header is mapped; `generation` is written once, before
-    // any pool of the arena is handed out (see the type invariants), and never again.
     // The arena's kind decides where its header is: the small map answers for small arenas.
     let kind = if crate::arena_map::contains(p.addr()) {
         Kind::Small
     } else {
         Kind::Medium
     };
+    // SAFETY: per the caller the arena's header is mapped; `generation` is written once, before
+    // any pool of the arena is handed out (see the type invariants), and never again.
     unsafe { (*arena_of(p.cast_mut().cast(), kind)).generation }
 }
 
