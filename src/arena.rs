@@ -9,6 +9,11 @@
 //! drain and can be returned to the OS. A wholly empty arena is unmapped unless it is the only
 //! wholly empty one: one is kept as hysteresis, so a loop that frees everything and starts again
 //! does not map and unmap on every turn.
+//!
+//! Free pools keep their pages until they have been free for the purge delay ([`crate::purge`]).
+//! Each arena keeps its free pools in a stack of pool numbers in its header (not linked through
+//! the pools, whose pages may be dropped whole): they are in the order they were given back,
+//! newest on top, each stamped with that time, and the purged ones form its bottom.
 
 use crate::os;
 use crate::pool::{Pool, POOL_SIZE};
@@ -22,6 +27,8 @@ pub const ARENA_SIZE: usize = 1 << 20;
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// Pools per arena that serve blocks.
 pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
+// The free stack holds pool numbers in bytes, and `for_each_pool` a mask of them in a `u64`.
+const _: () = assert!(POOLS_PER_ARENA <= 64);
 
 global! {
     /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
@@ -31,17 +38,27 @@ global! {
 /// An arena's header, in its first pool.
 ///
 /// Invariants (all fields guarded by [`LOCK`]):
-/// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
+/// * `nfree` counts the free pools on the stack (`depth`) plus the untouched pools
+///   `untouched..POOLS_PER_ARENA`.
 /// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
+/// * `stack[..depth]` holds the numbers of the free pools (no heap holds them, no block of theirs
+///   is live), pushed and popped at the top (`depth - 1`); `freed_at[i]` is the time (of
+///   [`crate::purge::now_ms`]) `stack[i]` was pushed, written while purging is on, so it does not
+///   decrease upwards.
+/// * The pools `stack[..purged]` are purged: their pages were given back whole, they read as
+///   zeros (header included). The others keep the header [`Pool::unassign`] left.
 #[repr(C)]
 pub struct Arena {
     nfree: usize,
-    free_pools: *mut Pool,
+    depth: usize,
+    purged: usize,
     untouched: usize,
     next: *mut Arena,
     prev: *mut Arena,
     all_next: *mut Arena,
+    stack: [u8; POOLS_PER_ARENA],
+    freed_at: [usize; POOLS_PER_ARENA],
 }
 
 struct State {
@@ -54,6 +71,10 @@ struct State {
     pools_out: usize,
     /// The highest `pools_out` so far.
     pools_out_peak: usize,
+    /// Free pools whose pages went back to the OS since the process started.
+    pools_purged: usize,
+    /// Arenas unmapped since the process started.
+    arenas_unmapped: usize,
 }
 
 struct Global(UnsafeCell<State>);
@@ -68,6 +89,8 @@ global! {
     peak: 0,
     pools_out: 0,
     pools_out_peak: 0,
+    pools_purged: 0,
+    arenas_unmapped: 0,
 }));
 }
 
@@ -131,6 +154,31 @@ fn arena_of(p: *mut Pool) -> *mut Arena {
     p.cast::<u8>().map_addr(|a| a & !(ARENA_SIZE - 1)).cast()
 }
 
+/// The index of pool `p` in its arena.
+fn index_of(p: *mut Pool) -> usize {
+    (p.addr() & (ARENA_SIZE - 1)) / POOL_SIZE
+}
+
+/// Pool number `i` of arena `a`.
+fn pool_at(a: *mut Arena, i: u8) -> *mut Pool {
+    a.cast::<u8>()
+        .wrapping_add(usize::from(i) * POOL_SIZE)
+        .cast()
+}
+
+/// Gives the pages of a free pool back to the OS, header included (`madvise(MADV_DONTNEED)`, see
+/// [`os::discard`]): it then reads as zeros and uses no memory until touched. False when nothing
+/// was done (a page size that does not divide the pool, the OS refused, Miri, loom).
+///
+/// # Safety
+/// `pool` is on its arena's free stack (no heap holds it, no block of it is live), and the lock
+/// is held.
+unsafe fn purge_pool(pool: *mut Pool) -> bool {
+    // SAFETY: per the caller nothing in the pool is in use; the arena keeps its free stack in
+    // its own header, so the pool's header may go too (it is rewritten when the pool is taken).
+    unsafe { os::discard(pool.cast(), POOL_SIZE) }
+}
+
 impl Locked {
     fn unlink(&mut self, a: *mut Arena, bucket: usize) {
         // SAFETY: `a` is a live arena in `buckets[bucket]`; links are guarded by the lock we hold.
@@ -182,11 +230,14 @@ impl Locked {
         unsafe {
             a.write(Arena {
                 nfree: USABLE_POOLS,
-                free_pools: null_mut(),
+                depth: 0,
+                purged: 0,
                 untouched: 1,
                 next: null_mut(),
                 prev: null_mut(),
                 all_next: all,
+                stack: [0; POOLS_PER_ARENA],
+                freed_at: [0; POOLS_PER_ARENA],
             });
         }
         let st = self.state();
@@ -200,6 +251,7 @@ impl Locked {
     /// Takes a free pool (header written, serving nothing) from the fullest arena that has one,
     /// mapping a new arena if none has. Null when the OS refuses memory.
     pub(crate) fn take_pool(&mut self) -> *mut Pool {
+        crate::purge::tick_locked(self);
         let mut found = null_mut();
         let mut n = 1;
         while n <= USABLE_POOLS {
@@ -222,10 +274,17 @@ impl Locked {
         // SAFETY: `a` is a live arena with nfree == n > 0; its fields are guarded by our lock.
         unsafe {
             let pool;
-            if !(*a).free_pools.is_null() {
-                pool = (*a).free_pools;
-                (*a).free_pools = (*pool).next;
-                (*pool).next = null_mut();
+            if (*a).depth > 0 {
+                let top = (*a).depth - 1;
+                (*a).depth = top;
+                pool = pool_at(a, (*a).stack[top]);
+                if top < (*a).purged {
+                    // Its pages went back whole: a new header, and its blocks read as zeros.
+                    (*a).purged = top;
+                    Pool::init_free(pool, true);
+                } else {
+                    (*pool).next = null_mut();
+                }
             } else {
                 pool = a
                     .cast::<u8>()
@@ -244,7 +303,8 @@ impl Locked {
     }
 
     /// Gives an empty pool back to its arena; unmaps the arena if that leaves it wholly empty and
-    /// another wholly empty arena is already kept.
+    /// another wholly empty arena is already kept (or the purge delay is 0). Stamps the pool with
+    /// the time for the purge delay, and runs a purge pass if one is due ([`crate::purge`]).
     ///
     /// # Safety
     /// The pool must be empty (`used == 0`, remote word clear) and no longer linked from any heap.
@@ -257,17 +317,39 @@ impl Locked {
             Pool::unassign(pool);
             let st = self.state();
             st.pools_out = st.pools_out.saturating_sub(1);
-            (*pool).next = (*a).free_pools;
-            (*a).free_pools = pool;
+            let delay = crate::purge::delay(self);
+            let now = if delay.is_some() {
+                crate::purge::now_ms()
+            } else {
+                0
+            };
+            let top = (*a).depth;
+            // A pool number is below POOLS_PER_ARENA (64).
+            (*a).stack[top] = index_of(pool) as u8;
+            (*a).freed_at[top] = now;
+            (*a).depth = top + 1;
             let n = (*a).nfree;
             if n > 0 {
                 self.unlink(a, n);
             }
             (*a).nfree = n + 1;
-            if n + 1 == USABLE_POOLS && !self.state().buckets[USABLE_POOLS].is_null() {
+            if n + 1 == USABLE_POOLS
+                && (delay == Some(0) || !self.state().buckets[USABLE_POOLS].is_null())
+            {
                 self.unmap(a);
             } else {
                 self.link(a, n + 1);
+                match delay {
+                    None => {}
+                    Some(0) => {
+                        // The purged pools are the bottom of the stack: only if all below are.
+                        if (*a).purged == top && purge_pool(pool) {
+                            (*a).purged = top + 1;
+                            self.state().pools_purged += 1;
+                        }
+                    }
+                    Some(d) => crate::purge::after_give(self, now, d),
+                }
             }
         }
     }
@@ -286,24 +368,36 @@ impl Locked {
                 link = &mut (**link).all_next;
             }
             st.mapped -= 1;
+            st.arenas_unmapped += 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
             crate::registry::remove(self, a.cast());
             os::unmap(a.cast(), ARENA_SIZE);
         }
     }
 
-    /// Calls `f` on every pool of every mapped arena that has been set up at least once.
-    pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) {
+    /// Calls `f` on every pool of every mapped arena that has been set up at least once, but the
+    /// purged ones (free, whose header reads as zeros: reading it would fault a page in);
+    /// returns how many purged pools were skipped.
+    pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) -> usize {
+        let mut skipped = 0;
         let mut a = self.state().all;
         while !a.is_null() {
             // SAFETY: arenas in the all-list are live while we hold the lock.
             unsafe {
+                let mut purged = 0u64;
+                for k in 0..(*a).purged {
+                    purged |= 1 << (*a).stack[k];
+                }
+                skipped += purged.count_ones() as usize;
                 for i in 1..(*a).untouched {
-                    f(a.cast::<u8>().add(i * POOL_SIZE).cast());
+                    if purged & (1 << i) == 0 {
+                        f(a.cast::<u8>().add(i * POOL_SIZE).cast());
+                    }
                 }
                 a = (*a).all_next;
             }
         }
+        skipped
     }
 
     /// Whether the heaps hold more pools than ever before; if so, the new high is remembered.
@@ -317,11 +411,10 @@ impl Locked {
     }
 
     /// Returns the memory of free pools and empty arenas to the OS: unmaps every wholly empty
-    /// arena (the one kept for hysteresis too), and drops the pages of every free pool of the
-    /// other arenas (`MADV_DONTNEED`, see [`crate::os::discard`]), whose header is then rewritten
-    /// as a fresh one, so a pool handed out again counts as fresh from the OS (its blocks read as
-    /// zeros, which `alloc_zeroed` relies on). Pools already given back since they were last used
-    /// (marked fresh) are skipped.
+    /// arena (the one kept for hysteresis too), and purges every free pool of the other arenas
+    /// ([`purge_pool`]: its pages dropped whole with `MADV_DONTNEED`), so a pool handed out again
+    /// is fresh from the OS (its blocks read as zeros, which `alloc_zeroed` relies on). Pools
+    /// already purged are skipped.
     pub(crate) fn release_free_memory(&mut self) {
         while !self.state().buckets[USABLE_POOLS].is_null() {
             let a = self.state().buckets[USABLE_POOLS];
@@ -330,28 +423,72 @@ impl Locked {
             // heap holds a pool of it. It is in no bucket now.
             unsafe { self.unmap(a) };
         }
-        let page = crate::os::page_size_or_zero();
-        if page == 0 || page > POOL_SIZE || POOL_SIZE % page != 0 {
-            return;
-        }
         let mut a = self.state().all;
         while !a.is_null() {
-            // SAFETY: arenas in the all-list are live while we hold the lock; pools on an arena's
-            // free list belong to no heap and hold no live block, so their memory is ours to drop;
-            // the header is rewritten (with its list link) before the lock is released.
+            // SAFETY: arenas in the all-list are live while we hold the lock.
             unsafe {
-                let mut pool = (*a).free_pools;
-                while !pool.is_null() {
-                    let next = (*pool).next;
-                    if !(*pool).fresh && crate::os::discard(pool.cast(), POOL_SIZE) {
-                        Pool::init_free(pool, true);
-                        (*pool).next = next;
-                    }
-                    pool = next;
-                }
+                self.purge_bottom(a, |_| true);
                 a = (*a).all_next;
             }
         }
+        crate::purge::nothing_pending(self);
+    }
+
+    /// Purges the free pools of arena `a` from the bottom of its stack up, while `old(i)` says
+    /// the pool at stack position `i` may go (and the OS takes them). Returns how many went.
+    ///
+    /// # Safety
+    /// `a` is a live arena (the lock is held).
+    unsafe fn purge_bottom(&mut self, a: *mut Arena, mut old: impl FnMut(usize) -> bool) -> usize {
+        // SAFETY: per the caller; the pools on the stack belong to no heap and hold no live block.
+        unsafe {
+            let first = (*a).purged;
+            let mut i = first;
+            while i < (*a).depth && old(i) && purge_pool(pool_at(a, (*a).stack[i])) {
+                i += 1;
+            }
+            (*a).purged = i;
+            self.state().pools_purged += i - first;
+            i - first
+        }
+    }
+
+    /// The purge pass ([`crate::purge`]): at time `now`, purges every free pool given back at
+    /// least `delay` ms ago, and unmaps every wholly empty arena whose newest free pool is that
+    /// old. Returns the age in ms of the oldest free pool left unpurged, `None` if there is none.
+    pub(crate) fn purge_older_than(&mut self, now: usize, delay: usize) -> Option<usize> {
+        let mut oldest_left: Option<usize> = None;
+        let mut a = self.state().all;
+        while !a.is_null() {
+            // SAFETY: arenas in the all-list are live while we hold the lock; an arena is
+            // unmapped only when wholly empty (in the last bucket), after we read its next link.
+            unsafe {
+                let next_arena = (*a).all_next;
+                let depth = (*a).depth;
+                let age = |i: usize| now.wrapping_sub((*a).freed_at[i]);
+                if (*a).nfree == USABLE_POOLS && (depth == 0 || age(depth - 1) >= delay) {
+                    self.unlink(a, USABLE_POOLS);
+                    self.unmap(a);
+                    a = next_arena;
+                    continue;
+                }
+                // Oldest first: the stamps do not decrease upwards.
+                self.purge_bottom(a, |i| age(i) >= delay);
+                let left = (*a).purged;
+                if left < depth {
+                    let oldest = age(left);
+                    oldest_left = Some(oldest_left.map_or(oldest, |o| o.max(oldest)));
+                }
+                a = next_arena;
+            }
+        }
+        oldest_left
+    }
+
+    /// Free pools purged and arenas unmapped since the process started.
+    pub(crate) fn returned(&mut self) -> (usize, usize) {
+        let st = self.state();
+        (st.pools_purged, st.arenas_unmapped)
     }
 
     /// Arenas mapped now and at peak.

@@ -12,6 +12,7 @@
 //! | `SMALLARENA_MODE` | `auto`, `arena`, `system`, `annotate` (any case) | `auto` |
 //! | `SMALLARENA_STATS` | `0`, `1` (a table), `json` (one JSON object) | `0` |
 //! | `SMALLARENA_QUARANTINE_MB` | a whole number of MiB (annotate mode's quarantine) | `20` |
+//! | `SMALLARENA_PURGE_DELAY_MS` | a whole number of ms, `-1` or `never` (see [`crate::purge`]) | `10` |
 //!
 //! **Adding a variable**: add it to [`VARIABLES`] (the README table is checked against it by a
 //! unit test), write a `parse_*` function returning the value and a warning [`Line`] built with
@@ -24,6 +25,7 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("SMALLARENA_MODE", "auto"),
     ("SMALLARENA_STATS", "0"),
     ("SMALLARENA_QUARANTINE_MB", "20"),
+    ("SMALLARENA_PURGE_DELAY_MS", "10"),
 ];
 
 /// The value of the environment variable `name`, or `None` if it is unset (always `None` under
@@ -163,6 +165,52 @@ pub(crate) fn parse_quarantine_mb(value: &[u8]) -> (usize, Line) {
         n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
     });
     (mb, Line::new())
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMALLARENA_PURGE_DELAY_MS
+// ---------------------------------------------------------------------------------------------
+
+/// The purge delay's default in milliseconds (see [`crate::purge`] for how it was chosen).
+pub(crate) const PURGE_DELAY_DEFAULT_MS: usize = 10;
+
+/// Reads and parses `SMALLARENA_PURGE_DELAY_MS`: the delay in milliseconds (`None`: never purge),
+/// and the warning to print (empty if none). Called once per process, under the arena lock, by
+/// the first slow path that gives a pool back to its arena.
+#[cfg_attr(any(miri, loom), allow(dead_code))]
+pub(crate) fn read_purge_delay_ms() -> (Option<usize>, Line) {
+    match var(c"SMALLARENA_PURGE_DELAY_MS") {
+        None => (Some(PURGE_DELAY_DEFAULT_MS), Line::new()),
+        Some(v) => parse_purge_delay_ms(v),
+    }
+}
+
+/// The decision for a `SMALLARENA_PURGE_DELAY_MS` value (pure): a whole number of milliseconds
+/// (ASCII whitespace around it ignored, saturating at `usize::MAX`), `0` meaning at once; `-1` or
+/// `never` (any case) meaning never (`None`), as mimalloc's `MIMALLOC_PURGE_DELAY` and jemalloc's
+/// `dirty_decay_ms`; empty means the default; anything else means the default, with a warning
+/// echoing it.
+pub(crate) fn parse_purge_delay_ms(value: &[u8]) -> (Option<usize>, Line) {
+    let v = value.trim_ascii();
+    if v.is_empty() {
+        return (Some(PURGE_DELAY_DEFAULT_MS), Line::new());
+    }
+    if v == b"-1" || v.eq_ignore_ascii_case(b"never") {
+        return (None, Line::new());
+    }
+    if !v.iter().all(u8::is_ascii_digit) {
+        let line = unknown_value(
+            b"SMALLARENA_PURGE_DELAY_MS",
+            value,
+            b"a whole number of milliseconds, -1 or never",
+            b"10",
+        );
+        return (Some(PURGE_DELAY_DEFAULT_MS), line);
+    }
+    let ms = v.iter().fold(0usize, |n, &d| {
+        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+    });
+    (Some(ms), Line::new())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,6 +484,37 @@ mod tests {
             "smallarena: unknown SMALLARENA_STATS value \"verbose\"; accepted: 0, 1, json; \
              using 0\n"
         );
+    }
+
+    #[test]
+    fn purge_delay_values() {
+        for (value, want) in [
+            ("", Some(PURGE_DELAY_DEFAULT_MS)),
+            ("  ", Some(PURGE_DELAY_DEFAULT_MS)),
+            ("0", Some(0)),
+            (" 250\n", Some(250)),
+            ("-1", None),
+            ("never", None),
+            (" NEVER ", None),
+            ("99999999999999999999999999", Some(usize::MAX)),
+        ] {
+            let (got, note) = parse_purge_delay_ms(value.as_bytes());
+            assert_eq!(got, want, "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
+        }
+        for value in ["-2", "10ms", "1.5", "off", "- 1"] {
+            let (got, note) = parse_purge_delay_ms(value.as_bytes());
+            assert_eq!(got, Some(PURGE_DELAY_DEFAULT_MS), "{value:?}");
+            assert_eq!(
+                text(&note),
+                format!(
+                    "smallarena: unknown SMALLARENA_PURGE_DELAY_MS value \"{value}\"; accepted: a \
+                     whole number of milliseconds, -1 or never; using 10\n"
+                )
+            );
+        }
+        // The default the warning names is the default used.
+        assert_eq!(PURGE_DELAY_DEFAULT_MS, 10);
     }
 
     #[test]

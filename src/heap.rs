@@ -583,6 +583,8 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
+    // A pool ran out: a pending purge pass runs here if it is due (arena pools only).
+    crate::purge::tick();
     // SAFETY: everything below touches only pools owned by `heap`, which is ours.
     unsafe {
         drain_queue(heap, None);
@@ -1162,7 +1164,7 @@ pub(crate) fn sample_peak_now() {
 /// Fills the arena-side fields of `stats` while holding the lock. Allocates nothing.
 pub(crate) fn collect(stats: &mut crate::stats::Stats) {
     let mut locked = Locked::take();
-    locked.for_each_pool(|pool| {
+    stats.free_pools += locked.for_each_pool(|pool| {
         // SAFETY: pool headers of mapped arenas are readable under the lock; the fields read
         // are atomics.
         unsafe {
@@ -1192,6 +1194,7 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
     stats.arenas_peak = peak;
     stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
     stats.bytes_mapped_peak = peak * crate::arena::ARENA_SIZE;
+    (stats.pools_purged, stats.arenas_unmapped) = locked.returned();
     stats.bytes_requested = sample_peak(&mut locked);
     stats.bytes_requested_peak = PEAK_REQUESTED.load(Ordering::Relaxed);
     let reg = registry(&mut locked);

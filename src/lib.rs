@@ -85,6 +85,7 @@ on_supported_targets! {
     pub mod mode;
     mod os;
     mod pool;
+    mod purge;
     pub mod raw;
     mod registry;
     pub mod size_class;

@@ -77,6 +77,14 @@ pub struct Stats {
     /// a heap and hands it back). A count far above the number of threads means allocation keeps
     /// happening after exit handling, where each one pays a whole handoff.
     pub heap_handoffs: usize,
+    /// Free pools whose memory went back to the OS since the process started (all of a pool's
+    /// pages but the first, which holds its header, dropped with `madvise(MADV_DONTNEED)`): by the
+    /// purge delay (`SMALLARENA_PURGE_DELAY_MS`) or by [`crate::collect()`].
+    pub pools_purged: usize,
+    /// Arenas (1 MiB each) unmapped since the process started: as they became wholly empty while
+    /// another empty one was kept, after staying empty for the purge delay, or by
+    /// [`crate::collect()`].
+    pub arenas_unmapped: usize,
 }
 
 impl Stats {
@@ -101,6 +109,8 @@ impl Stats {
             heaps: 0,
             heaps_abandoned: 0,
             heap_handoffs: 0,
+            pools_purged: 0,
+            arenas_unmapped: 0,
         }
     }
 
@@ -180,7 +190,7 @@ impl fmt::Display for Json<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 20] = [
+        let fields: [(&str, usize); 22] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
             ("bytes_mapped", s.bytes_mapped),
@@ -195,6 +205,8 @@ impl fmt::Display for Json<'_> {
             ("heaps", s.heaps),
             ("heaps_abandoned", s.heaps_abandoned),
             ("heap_handoffs", s.heap_handoffs),
+            ("pools_purged", s.pools_purged),
+            ("arenas_unmapped", s.arenas_unmapped),
             ("blocks_in_use", s.blocks_in_use()),
             ("free_blocks", s.free_blocks()),
             ("pools_in_use", s.pools_in_use()),
@@ -424,6 +436,8 @@ impl fmt::Display for Stats {
             "# heaps (abandoned)            = {} ({})",
             self.heaps, self.heaps_abandoned
         )?;
-        write!(f, "# heap handoffs                = {}", self.heap_handoffs)
+        writeln!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
+        writeln!(f, "# pools purged                 = {}", self.pools_purged)?;
+        write!(f, "# arenas unmapped              = {}", self.arenas_unmapped)
     }
 }
