@@ -12,7 +12,7 @@
 //! | `SMALLARENA_MODE` | `auto`, `arena`, `system`, `annotate` (any case) | `auto` |
 //! | `SMALLARENA_STATS` | `0`, `1` (a table), `json` (one JSON object) | `0` |
 //! | `SMALLARENA_QUARANTINE_MB` | a whole number of MiB (annotate mode's quarantine) | `20` |
-//! | `SMALLARENA_PURGE_DELAY_MS` | a whole number of ms, `-1` or `never` (see [`crate::purge`]) | `10` |
+//! | `SMALLARENA_PURGE_DELAY_MS` | a whole number of ms, `-1` or `never` (see [`crate::purge`]) | `1000` |
 //!
 //! **Adding a variable**: add it to [`VARIABLES`] (the README table is checked against it by a
 //! unit test), write a `parse_*` function returning the value and a warning [`Line`] built with
@@ -25,7 +25,7 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("SMALLARENA_MODE", "auto"),
     ("SMALLARENA_STATS", "0"),
     ("SMALLARENA_QUARANTINE_MB", "20"),
-    ("SMALLARENA_PURGE_DELAY_MS", "10"),
+    ("SMALLARENA_PURGE_DELAY_MS", "1000"),
 ];
 
 /// The value of the environment variable `name`, or `None` if it is unset (always `None` under
@@ -172,7 +172,7 @@ pub(crate) fn parse_quarantine_mb(value: &[u8]) -> (usize, Line) {
 // ---------------------------------------------------------------------------------------------
 
 /// The purge delay's default in milliseconds (see [`crate::purge`] for how it was chosen).
-pub(crate) const PURGE_DELAY_DEFAULT_MS: usize = 10;
+pub(crate) const PURGE_DELAY_DEFAULT_MS: usize = 1000;
 
 /// Reads and parses `SMALLARENA_PURGE_DELAY_MS`: the delay in milliseconds (`None`: never purge),
 /// and the warning to print (empty if none). Called once per process, under the arena lock, by
@@ -203,7 +203,7 @@ pub(crate) fn parse_purge_delay_ms(value: &[u8]) -> (Option<usize>, Line) {
             b"SMALLARENA_PURGE_DELAY_MS",
             value,
             b"a whole number of milliseconds, -1 or never",
-            b"10",
+            b"1000",
         );
         return (Some(PURGE_DELAY_DEFAULT_MS), line);
     }
@@ -509,12 +509,12 @@ mod tests {
                 text(&note),
                 format!(
                     "smallarena: unknown SMALLARENA_PURGE_DELAY_MS value \"{value}\"; accepted: a \
-                     whole number of milliseconds, -1 or never; using 10\n"
+                     whole number of milliseconds, -1 or never; using 1000\n"
                 )
             );
         }
         // The default the warning names is the default used.
-        assert_eq!(PURGE_DELAY_DEFAULT_MS, 10);
+        assert_eq!(PURGE_DELAY_DEFAULT_MS, 1000);
     }
 
     #[test]

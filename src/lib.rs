@@ -169,10 +169,13 @@ pub fn stats() -> Stats {
 ///   blocks other threads freed into them;
 /// * every wholly empty arena (1 MiB), unmapped, including the one normally kept mapped so that
 ///   a program freeing everything and starting again does not map and unmap on every turn;
-/// * the pages of every free pool (16 KiB) of the arenas still in use, dropped with
-///   `madvise(MADV_DONTNEED)`: the range stays mapped and reads as zeros when used again. On a
-///   4 KiB-page system the pool's first page is touched again at once (it holds the pool's
-///   header), so 12 KiB of each 16 KiB free pool go back.
+/// * the pages of every free pool (16 KiB, header included: an arena lists its free pools in its
+///   own header) of the arenas still in use, dropped with `madvise(MADV_DONTNEED)`: the range
+///   stays mapped and reads as zeros when used again.
+///
+/// The purge delay (`SMALLARENA_PURGE_DELAY_MS`, 1 s by default) returns free pools and the kept
+/// empty arena on its own once they have been unused that long, on the next slow path; `collect()`
+/// does not wait, and also reaches the calling thread's and the exited threads' empty pools.
 ///
 /// Not returned: the other live threads' heaps' cached empty pools (at most four, 64 KiB, per
 /// heap: only their owner touches its lists; each thread may call `collect()` itself), free
