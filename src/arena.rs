@@ -341,12 +341,9 @@ impl Locked {
                 self.link(a, n + 1);
                 match delay {
                     None => {}
+                    // At once: this pool (and any below it the OS refused before).
                     Some(0) => {
-                        // The purged pools are the bottom of the stack: only if all below are.
-                        if (*a).purged == top && purge_pool(pool) {
-                            (*a).purged = top + 1;
-                            self.state().pools_purged += 1;
-                        }
+                        self.purge_bottom(a, |_| true);
                     }
                     Some(d) => crate::purge::after_give(self, now, d),
                 }
