@@ -1,7 +1,7 @@
 //! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB.
 //!
-//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena
-//! bookkeeping lives behind one spin lock ([`LOCK`]) and is touched only on slow paths: taking a
+//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena bookkeeping
+//! lives behind one spin lock ([`crate::lock::LOCK`]) and is touched only on slow paths: taking a
 //! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
 //!
 //! Like obmalloc, pools are taken from the *fullest* arena that still has a free pool (arenas sit
@@ -15,29 +15,17 @@
 //! the pools, whose pages may be dropped whole): they are in the order they were given back,
 //! newest on top, each stamped with that time, and the purged ones form its bottom.
 
+use crate::lock::Locked;
 use crate::os;
-use crate::pool::{Pool, POOL_SIZE};
-use crate::sync::{global, Ordering, SpinLock};
+use crate::pool::{ensure, Pool, Violation};
+use crate::sync::{global, Ordering};
+use crate::tunables::{ARENA_SIZE, POOLS_PER_ARENA, POOL_SIZE, USABLE_POOLS};
 use core::cell::UnsafeCell;
-use core::ptr::null_mut;
-
-/// Size and alignment of an arena.
-pub const ARENA_SIZE: usize = 1 << 20;
-/// Pools per arena, counting the header pool.
-pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
-/// Pools per arena that serve blocks.
-pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
-// The free stack holds pool numbers in bytes, and `for_each_pool` a mask of them in a `u64`.
-const _: () = assert!(POOLS_PER_ARENA <= 64);
-
-global! {
-    /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
-    pub(crate) static LOCK: SpinLock = SpinLock::new();
-}
+use core::ptr::{null, null_mut};
 
 /// An arena's header, in its first pool.
 ///
-/// Invariants (all fields guarded by [`LOCK`]):
+/// Invariants (all fields guarded by [`crate::lock::LOCK`]):
 /// * `nfree` counts the free pools on the stack (`depth`) plus the untouched pools
 ///   `untouched..POOLS_PER_ARENA`.
 /// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
@@ -60,6 +48,11 @@ pub struct Arena {
     stack: [u8; POOLS_PER_ARENA],
     freed_at: [usize; POOLS_PER_ARENA],
 }
+
+// The free stack holds pool numbers in bytes, and `for_each_pool` a mask of them in a `u64`.
+const _: () = assert!(POOLS_PER_ARENA <= 64);
+
+const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 
 struct State {
     buckets: [*mut Arena; USABLE_POOLS + 1],
@@ -94,58 +87,11 @@ global! {
 }));
 }
 
-/// Proof that [`LOCK`] is held; the only way to reach the arena state.
-///
-/// `owns` is false for the one proof that does not own the lock: the thread that holds it for
-/// `fork()` (from its prepare handler until its parent or child handler) may reach the allocator
-/// again from another library's fork handler, and then works under the lock it already holds
-/// (see [`Locked::take`]); dropping that proof leaves the lock to the fork handlers.
-pub(crate) struct Locked {
-    owns: bool,
-}
-
 impl Locked {
-    /// Takes the lock; or, in the thread that holds it for `fork()`, works under that hold.
-    ///
-    /// The fork hold is taken by [`LOCK.lock`](SpinLock::lock) outside every critical section,
-    /// so when the holding thread gets here (from a fork handler of another library that runs
-    /// inside ours) no section is half done and the state it guards is consistent. Waiting
-    /// instead would be waiting for ourselves.
-    pub(crate) fn take() -> Locked {
-        #[cfg(not(any(miri, loom)))]
-        if !LOCK.try_lock() {
-            if crate::heap::fork_lock_is_mine() {
-                return Locked { owns: false };
-            }
-            LOCK.lock();
-        }
-        #[cfg(any(miri, loom))]
-        LOCK.lock();
-        Locked { owns: true }
-    }
-
-    /// Takes the lock if nobody holds it, without waiting.
-    pub(crate) fn try_take() -> Option<Locked> {
-        // Not `then_some(Locked { .. })`: that builds the proof eagerly, and dropping it when the
-        // lock is taken would release somebody else's lock (found by the loom models).
-        if LOCK.try_lock() {
-            Some(Locked { owns: true })
-        } else {
-            None
-        }
-    }
-
+    /// The arena state; the lock this proof stands for guards it.
     fn state(&mut self) -> &mut State {
         // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
         unsafe { &mut *STATE.0.get() }
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        if self.owns {
-            LOCK.unlock();
-        }
     }
 }
 
@@ -154,7 +100,7 @@ fn arena_of(p: *mut Pool) -> *mut Arena {
     p.cast::<u8>().map_addr(|a| a & !(ARENA_SIZE - 1)).cast()
 }
 
-/// The index of pool `p` in its arena.
+/// The number of pool `p` in its arena.
 fn index_of(p: *mut Pool) -> usize {
     (p.addr() & (ARENA_SIZE - 1)) / POOL_SIZE
 }
@@ -177,6 +123,32 @@ unsafe fn purge_pool(pool: *mut Pool) -> bool {
     // SAFETY: per the caller nothing in the pool is in use; the arena keeps its free stack in
     // its own header, so the pool's header may go too (it is rewritten when the pool is taken).
     unsafe { os::discard(pool.cast(), POOL_SIZE) }
+}
+
+/// The numbers of arena `a`'s purged pools, as a mask (bit `i` for pool `i`).
+///
+/// # Safety
+/// `a` is a live arena and the lock is held.
+unsafe fn purged_mask(a: *mut Arena) -> u64 {
+    let mut mask = 0u64;
+    // SAFETY: per the caller.
+    unsafe {
+        for k in 0..(*a).purged {
+            mask |= 1 << (*a).stack[k];
+        }
+    }
+    mask
+}
+
+/// Runs a due purge pass if the lock is free (never waits for it): for slow paths that do not
+/// hold the lock. One load when no pass is pending.
+#[inline]
+pub(crate) fn purge_tick() {
+    if crate::purge::maybe_due() {
+        if let Some(mut locked) = Locked::try_take() {
+            locked.purge_if_due();
+        }
+    }
 }
 
 impl Locked {
@@ -216,14 +188,14 @@ impl Locked {
             return null_mut();
         }
         // Published before any pool of it is handed out, so `raw::owns` finds every block.
-        if !crate::registry::insert(self, base) {
+        if !crate::arena_map::insert(self, base) {
             // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
             unsafe { os::unmap(base, ARENA_SIZE) };
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
         // touch; blocks become accessible one by one as they are handed out.
-        crate::valgrind::hide(base, ARENA_SIZE);
+        crate::mode::hide(base, ARENA_SIZE);
         let a = base.cast::<Arena>();
         let all = self.state().all;
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
@@ -251,7 +223,7 @@ impl Locked {
     /// Takes a free pool (header written, serving nothing) from the fullest arena that has one,
     /// mapping a new arena if none has. Null when the OS refuses memory.
     pub(crate) fn take_pool(&mut self) -> *mut Pool {
-        crate::purge::tick_locked(self);
+        self.purge_if_due();
         let mut found = null_mut();
         let mut n = 1;
         while n <= USABLE_POOLS {
@@ -345,7 +317,11 @@ impl Locked {
                     Some(0) => {
                         self.purge_bottom(a, |_| true);
                     }
-                    Some(d) => crate::purge::after_give(self, now, d),
+                    Some(d) => {
+                        if crate::purge::given_back(self, now, d) {
+                            self.purge_pass(now, d);
+                        }
+                    }
                 }
             }
         }
@@ -367,7 +343,7 @@ impl Locked {
             st.mapped -= 1;
             st.arenas_unmapped += 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
-            crate::registry::remove(self, a.cast());
+            crate::arena_map::remove(self, a.cast());
             os::unmap(a.cast(), ARENA_SIZE);
         }
     }
@@ -381,10 +357,7 @@ impl Locked {
         while !a.is_null() {
             // SAFETY: arenas in the all-list are live while we hold the lock.
             unsafe {
-                let mut purged = 0u64;
-                for k in 0..(*a).purged {
-                    purged |= 1 << (*a).stack[k];
-                }
+                let purged = purged_mask(a);
                 skipped += purged.count_ones() as usize;
                 for i in 1..(*a).untouched {
                     if purged & (1 << i) == 0 {
@@ -450,10 +423,17 @@ impl Locked {
         }
     }
 
+    /// Runs the purge pass if one is due ([`crate::purge::due`]).
+    pub(crate) fn purge_if_due(&mut self) {
+        if let Some((now, delay)) = crate::purge::due(self) {
+            self.purge_pass(now, delay);
+        }
+    }
+
     /// The purge pass ([`crate::purge`]): at time `now`, purges every free pool given back at
-    /// least `delay` ms ago, and unmaps every wholly empty arena whose newest free pool is that
-    /// old. Returns the age in ms of the oldest free pool left unpurged, `None` if there is none.
-    pub(crate) fn purge_older_than(&mut self, now: usize, delay: usize) -> Option<usize> {
+    /// least `delay` ms ago, unmaps every wholly empty arena whose newest free pool is that old,
+    /// and schedules the next pass from the oldest pool left.
+    fn purge_pass(&mut self, now: usize, delay: usize) {
         let mut oldest_left: Option<usize> = None;
         let mut a = self.state().all;
         while !a.is_null() {
@@ -479,7 +459,7 @@ impl Locked {
                 a = next_arena;
             }
         }
-        oldest_left
+        crate::purge::passed(self, now, delay, oldest_left);
     }
 
     /// Free pools purged and arenas unmapped since the process started.
@@ -492,5 +472,108 @@ impl Locked {
     pub(crate) fn mapped(&mut self) -> (usize, usize) {
         let st = self.state();
         (st.mapped, st.peak)
+    }
+}
+
+impl Locked {
+    /// The invariant checker's part for the arenas (see `heap::check`): the all-list is as long
+    /// as the mapped count; every arena is in the arena map, counts its free pools right
+    /// (`nfree` is its free-stack depth plus its untouched pools), and is in the bucket of its
+    /// count exactly when it has a free pool; every bucket holds only arenas of its count, linked
+    /// both ways; every free pool is a set-up pool of its arena, on its stack once, stamped no
+    /// earlier than the pool below it, and (unless purged) serves nothing and belongs to no heap.
+    pub(crate) fn check_arenas(&mut self) -> Result<(), Violation> {
+        let mut arenas = 0;
+        let mut with_free = 0;
+        let mut a = self.state().all;
+        while !a.is_null() {
+            let at = a.cast::<u8>();
+            ensure(arenas < self.state().mapped, "arena list longer than the mapped count", at)?;
+            ensure(
+                crate::arena_map::contains(a.addr()),
+                "mapped arena missing from the arena map",
+                at,
+            )?;
+            // SAFETY: arenas in the all-list are live while we hold the lock, and so are the
+            // pools on their free lists (free pools belong to no heap: only lock holders touch
+            // them).
+            unsafe {
+                let untouched = (*a).untouched;
+                ensure(
+                    (1..=POOLS_PER_ARENA).contains(&untouched),
+                    "arena untouched index out of range",
+                    at,
+                )?;
+                let depth = (*a).depth;
+                ensure(depth <= USABLE_POOLS, "arena free stack too deep", at)?;
+                ensure((*a).purged <= depth, "arena purged count beyond its free stack", at)?;
+                let mut seen = 0u64;
+                for k in 0..depth {
+                    let index = usize::from((*a).stack[k]);
+                    let pool = pool_at(a, (*a).stack[k]);
+                    let p = pool.cast::<u8>();
+                    ensure(
+                        index >= 1 && index < untouched,
+                        "free pool not a set-up pool of its arena",
+                        p,
+                    )?;
+                    ensure(seen & (1 << index) == 0, "pool twice on its arena's free stack", p)?;
+                    seen |= 1 << index;
+                    if k > 0 {
+                        ensure(
+                            (*a).freed_at[k].wrapping_sub((*a).freed_at[k - 1]) <= usize::MAX / 2,
+                            "arena free stack stamps decrease upwards",
+                            p,
+                        )?;
+                    }
+                    // A purged pool's header reads as zeros (and reading it would fault a page
+                    // in): only the others are looked at.
+                    if k >= (*a).purged {
+                        ensure(
+                            (*pool).owner.load(Ordering::Relaxed).is_null(),
+                            "free pool owned by a heap",
+                            p,
+                        )?;
+                        Pool::check_unassigned(pool)?;
+                    }
+                }
+                let free = depth;
+                ensure(
+                    (*a).nfree == free + (POOLS_PER_ARENA - untouched),
+                    "arena free count differs from its free and untouched pools",
+                    at,
+                )?;
+                if (*a).nfree > 0 {
+                    with_free += 1;
+                }
+                a = (*a).all_next;
+            }
+            arenas += 1;
+        }
+        let st = self.state();
+        ensure(arenas == st.mapped, "arena list shorter than the mapped count", null())?;
+        ensure(st.buckets[0].is_null(), "a full arena is in a bucket", st.buckets[0].cast())?;
+        let mut bucketed = 0;
+        for (n, &head) in st.buckets.iter().enumerate() {
+            let mut prev = null_mut::<Arena>();
+            let mut a = head;
+            while !a.is_null() {
+                let at = a.cast::<u8>();
+                ensure(bucketed < arenas, "arena bucket list has a cycle", at)?;
+                // SAFETY: as above: arenas in buckets are live, guarded by our lock.
+                unsafe {
+                    ensure((*a).nfree == n, "arena in the bucket of another count", at)?;
+                    ensure((*a).prev == prev, "arena bucket links not symmetric", at)?;
+                    prev = a;
+                    a = (*a).next;
+                }
+                bucketed += 1;
+            }
+        }
+        ensure(
+            bucketed == with_free,
+            "arenas with a free pool and bucketed arenas differ",
+            null(),
+        )
     }
 }

@@ -132,8 +132,8 @@ Valgrind client requests are supported only on x86_64 and aarch64 Linux; using a
 // SMALLARENA_QUARANTINE_MB
 // ---------------------------------------------------------------------------------------------
 
-/// The annotate-mode quarantine's default budget in MiB: memcheck's own `--freelist-vol` default.
-pub(crate) const QUARANTINE_DEFAULT_MB: usize = 20;
+/// The annotate-mode quarantine's default budget in MiB (see [`crate::tunables`]).
+pub(crate) use crate::tunables::QUARANTINE_DEFAULT_MB;
 
 /// Reads and parses `SMALLARENA_QUARANTINE_MB`: the budget in MiB, and the warning to print
 /// (empty if none). Called once per process, by the first annotated free.
@@ -171,8 +171,8 @@ pub(crate) fn parse_quarantine_mb(value: &[u8]) -> (usize, Line) {
 // SMALLARENA_PURGE_DELAY_MS
 // ---------------------------------------------------------------------------------------------
 
-/// The purge delay's default in milliseconds (see [`crate::purge`] for how it was chosen).
-pub(crate) const PURGE_DELAY_DEFAULT_MS: usize = 1000;
+/// The purge delay's default in milliseconds (see [`crate::tunables`]).
+pub(crate) use crate::tunables::PURGE_DELAY_DEFAULT_MS;
 
 /// Reads and parses `SMALLARENA_PURGE_DELAY_MS`: the delay in milliseconds (`None`: never purge),
 /// and the warning to print (empty if none). Called once per process, under the arena lock, by

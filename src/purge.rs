@@ -32,18 +32,19 @@
 //! and popped at its head, so its pools are in the order they were given back, newest first, and
 //! the purged ones form its tail: a pass walks only the pools not yet purged.
 //!
-//! The default, 1000 ms, is mimalloc 3's (its 2.x used 10 ms): measured on the comparison's
+//! The mechanics (the free-pool stacks, the pass) are the arena's (`crate::arena`); this room
+//! holds the delay, the clock and the schedule. The default, 1000 ms, is mimalloc 3's (its 2.x used 10 ms): measured on the comparison's
 //! workloads (README, "Memory given back"), 10 ms doubled the page faults of the C programs with
 //! remote frees (`mix1000`, `outlive`) and 100-250 ms still added half to `outlive`'s, whose
 //! pools sit free for a few hundred milliseconds between phases; at 1000 ms none of them purged
 //! a pool while running, and faults stayed within noise.
 //!
 //! `SMALLARENA_PURGE_DELAY_MS` sets the delay ([`crate::env`]); `-1` or `never` turns purging off
-//! (only [`crate::collect()`] gives pools back then, and one wholly empty arena stays mapped for
+//! (only `collect()` gives pools back then, and one wholly empty arena stays mapped for
 //! good), `0` purges every pool as it is given back and unmaps every arena as it empties. Not in
 //! annotate mode (memcheck's view of the arena is kept as is), nor under Miri or loom.
 
-use crate::arena::Locked;
+use crate::lock::Locked;
 use crate::sync::{global, AtomicUsize, Ordering};
 
 /// [`DELAY`] before the variable is read.
@@ -59,7 +60,8 @@ global! {
 }
 global! {
     /// When the next pass is due (milliseconds of [`now_ms`]), or [`NONE`]. Written under the
-    /// arena lock; read without it by [`tick`] (a stale value only makes a pass early or late).
+    /// arena lock; read without it by [`maybe_due`] (a stale value only makes a pass early or
+    /// late).
     static NEXT: AtomicUsize = AtomicUsize::new(NONE);
 }
 
@@ -113,67 +115,49 @@ pub(crate) fn now_ms() -> usize {
 }
 
 /// A pool was just given back at `now` with the delay `delay` (> 0): schedules a pass if none is
-/// pending, or runs the pending one if it is due.
-pub(crate) fn after_give(locked: &mut Locked, now: usize, delay: usize) {
+/// pending. Whether the pending one is due (the caller then runs it, and reports to [`passed`]).
+pub(crate) fn given_back(_proof: &mut Locked, now: usize, delay: usize) -> bool {
     let next = NEXT.load(Ordering::Relaxed);
     if next == NONE {
         NEXT.store(deadline(now.wrapping_add(delay)), Ordering::Relaxed);
-    } else if is_due(now, next) {
-        pass(locked, now, delay);
+        false
+    } else {
+        is_due(now, next)
     }
 }
 
-/// Runs the pending pass if it is due; the caller holds the lock. Reads the clock only when a
-/// pass is pending.
-pub(crate) fn tick_locked(locked: &mut Locked) {
+/// `Some((now, delay))` when a pass is pending and due: the caller, holding the lock, runs it and
+/// reports to [`passed`]. Reads the clock only when a pass is pending.
+pub(crate) fn due(proof: &mut Locked) -> Option<(usize, usize)> {
     let next = NEXT.load(Ordering::Relaxed);
     if next == NONE {
-        return;
+        return None;
     }
     let now = now_ms();
-    if is_due(now, next) {
-        if let Some(d) = delay(locked) {
-            pass(locked, now, d);
-        }
+    if !is_due(now, next) {
+        return None;
     }
+    delay(proof).map(|d| (now, d))
 }
 
-/// Runs the pending pass if it is due and the lock is free (never waits for it). For slow paths
-/// that do not hold the lock; reads the clock only when a pass is pending.
+/// Whether a pass may be due, for a slow path that does not hold the lock: one load when none is
+/// pending, and a clock read when one is. The caller then takes the lock (if it is free) and asks
+/// [`due`].
 #[inline]
-pub(crate) fn tick() {
-    if NEXT.load(Ordering::Relaxed) == NONE {
-        return;
-    }
-    tick_slow();
+pub(crate) fn maybe_due() -> bool {
+    NEXT.load(Ordering::Relaxed) != NONE && maybe_due_now()
 }
 
 #[cold]
 #[inline(never)]
-fn tick_slow() {
-    let now = now_ms();
-    if !is_due(now, NEXT.load(Ordering::Relaxed)) {
-        return;
-    }
-    if let Some(mut locked) = Locked::try_take() {
-        let next = NEXT.load(Ordering::Relaxed);
-        if next != NONE && is_due(now, next) {
-            if let Some(d) = delay(&mut locked) {
-                pass(&mut locked, now, d);
-            }
-        }
-    }
+fn maybe_due_now() -> bool {
+    is_due(now_ms(), NEXT.load(Ordering::Relaxed))
 }
 
-/// Everything free was just purged ([`crate::collect()`]): no pass is pending.
-pub(crate) fn nothing_pending(_proof: &mut Locked) {
-    NEXT.store(NONE, Ordering::Relaxed);
-}
-
-/// Purges what has been free for `delay` ms at `now`, and schedules the next pass for when the
-/// oldest pool left becomes due, but no sooner than a quarter delay from now (passes batch).
-fn pass(locked: &mut Locked, now: usize, delay: usize) {
-    let oldest_left = locked.purge_older_than(now, delay);
+/// A pass ran at `now`: schedules the next for when the oldest pool left (`oldest_left`, its age
+/// in ms; `None`: none left) becomes due, but no sooner than a quarter delay from now, so passes
+/// batch.
+pub(crate) fn passed(_proof: &mut Locked, now: usize, delay: usize, oldest_left: Option<usize>) {
     let next = match oldest_left {
         None => NONE,
         Some(age) => {
@@ -182,6 +166,11 @@ fn pass(locked: &mut Locked, now: usize, delay: usize) {
         }
     };
     NEXT.store(next, Ordering::Relaxed);
+}
+
+/// Everything free was just purged ([`crate::global::collect`]): no pass is pending.
+pub(crate) fn nothing_pending(_proof: &mut Locked) {
+    NEXT.store(NONE, Ordering::Relaxed);
 }
 
 /// Whether the time `now` is at or past `t` (wrapping: differences under half the range).
