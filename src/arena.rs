@@ -317,11 +317,8 @@ impl Locked {
                     Some(0) => {
                         self.purge_bottom(a, |_| true);
                     }
-                    Some(d) => {
-                        if crate::purge::given_back(self, now, d) {
-                            self.purge_pass(now, d);
-                        }
-                    }
+                    Some(d) if crate::purge::given_back(self, now, d) => self.purge_pass(now, d),
+                    Some(_) => {}
                 }
             }
         }

@@ -90,6 +90,13 @@ fn reach_a_slow_path() {
     }
 }
 
+/// The allocator's invariants hold (the arenas' free stacks with purged pools among them).
+fn check() {
+    if let Err(v) = smallarena::check_invariants() {
+        panic!("invariant violated: {v}");
+    }
+}
+
 fn free_all(kept: Vec<*mut u8>) {
     for p in kept {
         // SAFETY: a live block of `layout()`, freed once.
@@ -109,6 +116,7 @@ fn child_burst_then_quiet() {
     // Far past the delays this case runs with (0 and 20 ms), and the clock's few-ms tick.
     std::thread::sleep(std::time::Duration::from_millis(200));
     reach_a_slow_path();
+    check();
     let after = smallarena::stats();
     println!(
         "resident {} -> {} -> {} KiB; pools purged {} -> {}; free pools {}",
@@ -148,8 +156,10 @@ fn child_burst_then_quiet() {
         let bytes = unsafe { std::slice::from_raw_parts(p, SIZE) };
         assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is dirty");
     }
+    check();
     free_all(again);
     free_all(kept);
+    check();
 }
 
 #[test]
@@ -178,6 +188,7 @@ fn child_steady() {
         let (kept, _) = burst_and_free();
         free_all(kept);
     }
+    check();
     let after = smallarena::stats();
     println!(
         "purged {} pools, unmapped {} arenas",
