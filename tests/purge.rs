@@ -50,11 +50,11 @@ fn layout() -> Layout {
     Layout::from_size_align(SIZE, 8).unwrap()
 }
 
-/// Allocates the burst, writes it (so its pages are resident), frees all but the survivors.
+/// Allocates a burst of `n` blocks, writes it (so its pages are resident), frees all but the survivors.
 /// Returns the survivors and the statistics when the burst was whole.
-fn burst_and_free() -> (Vec<*mut u8>, smallarena::Stats) {
-    let mut blocks = Vec::with_capacity(BURST);
-    for i in 0..BURST {
+fn burst_and_free(n: usize) -> (Vec<*mut u8>, smallarena::Stats) {
+    let mut blocks = Vec::with_capacity(n);
+    for i in 0..n {
         // SAFETY: a valid non-zero layout; every block is freed once, here or by the caller.
         let p = unsafe { GLOBAL.alloc(layout()) };
         assert!(!p.is_null());
@@ -112,7 +112,7 @@ fn child_burst_then_quiet() {
         return;
     }
     let before = smallarena::stats();
-    let (kept, full) = burst_and_free();
+    let (kept, full) = burst_and_free(BURST);
     // Far past the delays this case runs with (0 and 20 ms), and the clock's few-ms tick.
     std::thread::sleep(std::time::Duration::from_millis(200));
     reach_a_slow_path();
@@ -176,6 +176,11 @@ fn a_freed_burst_goes_back_after_the_delay() {
     }
 }
 
+/// Rounds of the steady loop.
+const ROUNDS: usize = 10;
+/// Blocks per round of the steady loop (8 MiB, about 490 pools).
+const STEADY_BURST: usize = 20_000;
+
 /// Child: a steady loop that frees most of what it allocated and allocates it again, for many
 /// rounds; prints the pools purged.
 #[test]
@@ -184,8 +189,8 @@ fn child_steady() {
         return;
     }
     let before = smallarena::stats();
-    for _ in 0..20 {
-        let (kept, _) = burst_and_free();
+    for _ in 0..ROUNDS {
+        let (kept, _) = burst_and_free(STEADY_BURST);
         free_all(kept);
     }
     check();
@@ -215,5 +220,5 @@ fn a_steady_loop_under_a_long_delay_purges_nothing() {
     // Off: nothing either.
     assert_eq!(purged_in(&run_child("child_steady", "never")), 0);
     // The same loop with a delay of 0 gives every pool back as it empties (the counter counts).
-    assert!(purged_in(&run_child("child_steady", "0")) > 20 * 1000);
+    assert!(purged_in(&run_child("child_steady", "0")) > ROUNDS * 300);
 }
