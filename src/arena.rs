@@ -19,7 +19,7 @@ use crate::lock::Locked;
 use crate::os;
 use crate::pool::{ensure, Pool, Violation};
 use crate::sync::{global, Ordering};
-use crate::tunables::{ARENA_SIZE, POOLS_PER_ARENA, POOL_SIZE, USABLE_POOLS};
+use crate::tunables::{ARENA_SIZE, POOLS_PER_ARENA, POOL_SIZE, PURGE_BATCH, USABLE_POOLS};
 use core::cell::UnsafeCell;
 use core::ptr::{null, null_mut};
 
@@ -110,19 +110,6 @@ fn pool_at(a: *mut Arena, i: u8) -> *mut Pool {
     a.cast::<u8>()
         .wrapping_add(usize::from(i) * POOL_SIZE)
         .cast()
-}
-
-/// Gives the pages of a free pool back to the OS, header included (`madvise(MADV_DONTNEED)`, see
-/// [`os::discard`]): it then reads as zeros and uses no memory until touched. False when nothing
-/// was done (a page size that does not divide the pool, the OS refused, Miri, loom).
-///
-/// # Safety
-/// `pool` is on its arena's free stack (no heap holds it, no block of it is live), and the lock
-/// is held.
-unsafe fn purge_pool(pool: *mut Pool) -> bool {
-    // SAFETY: per the caller nothing in the pool is in use; the arena keeps its free stack in
-    // its own header, so the pool's header may go too (it is rewritten when the pool is taken).
-    unsafe { os::discard(pool.cast(), POOL_SIZE) }
 }
 
 /// The numbers of arena `a`'s purged pools, as a mask (bit `i` for pool `i`).
@@ -315,7 +302,7 @@ impl Locked {
                     None => {}
                     // At once: this pool (and any below it the OS refused before).
                     Some(0) => {
-                        self.purge_bottom(a, |_| true);
+                        self.purge_bottom(a, USABLE_POOLS, |_| true);
                     }
                     Some(d) if crate::purge::given_back(self, now, d) => self.purge_pass(now, d),
                     Some(_) => {}
@@ -379,7 +366,7 @@ impl Locked {
 
     /// Returns the memory of free pools and empty arenas to the OS: unmaps every wholly empty
     /// arena (the one kept for hysteresis too), and purges every free pool of the other arenas
-    /// ([`purge_pool`]: its pages dropped whole with `MADV_DONTNEED`), so a pool handed out again
+    /// (its pages dropped whole with `MADV_DONTNEED`, see [`os::discard`]), so a pool handed out again
     /// is fresh from the OS (its blocks read as zeros, which `alloc_zeroed` relies on). Pools
     /// already purged are skipped.
     pub(crate) fn release_free_memory(&mut self) {
@@ -394,7 +381,7 @@ impl Locked {
         while !a.is_null() {
             // SAFETY: arenas in the all-list are live while we hold the lock.
             unsafe {
-                self.purge_bottom(a, |_| true);
+                self.purge_bottom(a, USABLE_POOLS, |_| true);
                 a = (*a).all_next;
             }
         }
@@ -402,21 +389,51 @@ impl Locked {
     }
 
     /// Purges the free pools of arena `a` from the bottom of its stack up, while `old(i)` says
-    /// the pool at stack position `i` may go (and the OS takes them). Returns how many went.
+    /// the pool at stack position `i` may go, at most `budget` of them: all their pages, header
+    /// included (the arena keeps its free stack in its own header), with `madvise(MADV_DONTNEED)`
+    /// ([`os::discard`]); pools next to each other in the arena go back in one call. If the OS refuses one, none of them counts as
+    /// purged: their headers are rewritten as unassigned (some pages may have gone; they read as
+    /// zeros, which is still a valid free pool). Returns how many went.
     ///
     /// # Safety
     /// `a` is a live arena (the lock is held).
-    unsafe fn purge_bottom(&mut self, a: *mut Arena, mut old: impl FnMut(usize) -> bool) -> usize {
-        // SAFETY: per the caller; the pools on the stack belong to no heap and hold no live block.
+    unsafe fn purge_bottom(
+        &mut self,
+        a: *mut Arena,
+        budget: usize,
+        mut old: impl FnMut(usize) -> bool,
+    ) -> usize {
+        // SAFETY: per the caller; the pools on the stack belong to no heap and hold no live
+        // block, so their memory is ours to drop.
         unsafe {
             let first = (*a).purged;
-            let mut i = first;
-            while i < (*a).depth && old(i) && purge_pool(pool_at(a, (*a).stack[i])) {
-                i += 1;
+            let mut end = first;
+            let mut mask = 0u64;
+            while end < (*a).depth && end - first < budget && old(end) {
+                mask |= 1 << (*a).stack[end];
+                end += 1;
             }
-            (*a).purged = i;
-            self.state().pools_purged += i - first;
-            i - first
+            if mask == 0 {
+                return 0;
+            }
+            // Runs of adjacent pools, lowest first.
+            let mut ok = true;
+            let mut rest = mask;
+            while rest != 0 {
+                let start = rest.trailing_zeros() as u8;
+                let len = (rest >> start).trailing_ones() as usize;
+                ok &= os::discard(pool_at(a, start).cast(), len * POOL_SIZE);
+                rest &= !(((1u64 << len) - 1) << start);
+            }
+            if !ok {
+                for k in first..end {
+                    Pool::init_free(pool_at(a, (*a).stack[k]), false);
+                }
+                return 0;
+            }
+            (*a).purged = end;
+            self.state().pools_purged += end - first;
+            end - first
         }
     }
 
@@ -428,10 +445,12 @@ impl Locked {
     }
 
     /// The purge pass ([`crate::purge`]): at time `now`, purges every free pool given back at
-    /// least `delay` ms ago, unmaps every wholly empty arena whose newest free pool is that old,
-    /// and schedules the next pass from the oldest pool left.
+    /// least `delay` ms ago (at most [`PURGE_BATCH`] of them, so the lock is not held for long:
+    /// the rest go on the next slow path), unmaps every wholly empty arena whose newest free pool
+    /// is that old, and schedules the next pass from the oldest pool left.
     fn purge_pass(&mut self, now: usize, delay: usize) {
         let mut oldest_left: Option<usize> = None;
+        let mut budget = PURGE_BATCH;
         let mut a = self.state().all;
         while !a.is_null() {
             // SAFETY: arenas in the all-list are live while we hold the lock; an arena is
@@ -447,7 +466,7 @@ impl Locked {
                     continue;
                 }
                 // Oldest first: the stamps do not decrease upwards.
-                self.purge_bottom(a, |i| age(i) >= delay);
+                budget -= self.purge_bottom(a, budget, |i| age(i) >= delay);
                 let left = (*a).purged;
                 if left < depth {
                     let oldest = age(left);
@@ -456,7 +475,7 @@ impl Locked {
                 a = next_arena;
             }
         }
-        crate::purge::passed(self, now, delay, oldest_left);
+        crate::purge::passed(self, now, delay, oldest_left, budget == 0);
     }
 
     /// Free pools purged and arenas unmapped since the process started.

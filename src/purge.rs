@@ -27,7 +27,9 @@
 //! taken) and on the allocation slow path (a pool ran out: the lock is tried, never waited for).
 //! The time is `CLOCK_MONOTONIC_COARSE` (a vDSO read, no system call; a tick of a few ms), read
 //! only when a pool is given back or a pass is pending. Passes run at most every quarter delay,
-//! so a pool goes back between one and one and a quarter delays after it was freed (later if no
+//! and purge at most `PURGE_BATCH` pools (16 MiB) each, adjacent pools in one `madvise`, so the
+//! lock is never held for long (a pass that stops there leaves the rest to the next slow path);
+//! a pool goes back between one and one and a quarter delays after it was freed (later if no
 //! thread reaches a slow path: there is no background thread). Each arena's free list is pushed
 //! and popped at its head, so its pools are in the order they were given back, newest first, and
 //! the purged ones form its tail: a pass walks only the pools not yet purged.
@@ -156,10 +158,17 @@ fn maybe_due_now() -> bool {
 
 /// A pass ran at `now`: schedules the next for when the oldest pool left (`oldest_left`, its age
 /// in ms; `None`: none left) becomes due, but no sooner than a quarter delay from now, so passes
-/// batch.
-pub(crate) fn passed(_proof: &mut Locked, now: usize, delay: usize, oldest_left: Option<usize>) {
+/// batch; or at once (the next slow path) when the pass stopped at its budget (`more`).
+pub(crate) fn passed(
+    _proof: &mut Locked,
+    now: usize,
+    delay: usize,
+    oldest_left: Option<usize>,
+    more: bool,
+) {
     let next = match oldest_left {
         None => NONE,
+        Some(_) if more => deadline(now),
         Some(age) => {
             let wait = delay.saturating_sub(age).max(delay / 4).max(1);
             deadline(now.wrapping_add(wait))
