@@ -81,7 +81,9 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
     }
     let _q = quiet_section();
     let budget = quarantine::budget();
-    if budget == 0 {
+    // SAFETY: a live arena block, so its arena is mapped. An inherited block (share-mode fork) is
+    // not queued: the queue's links live in the blocks; the heap drops it.
+    if budget == 0 || unsafe { crate::arena::inherited(p) } {
         // SAFETY: per the caller, a live arena block of this size.
         unsafe { release(p, size) };
         return;
@@ -90,10 +92,15 @@ pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
     crate::heap::account(size.wrapping_neg());
     let chain = {
         let mut locked = crate::lock::Locked::take();
+        let queue = quarantine::queue(&mut locked);
+        let dropped = queue.renew(crate::fork::generation());
+        if dropped != 0 {
+            crate::fork::retain(dropped);
+        }
         // SAFETY: a live annotated block (so at least 32 bytes, 16-byte aligned, room for a
         // `Link`), freed once (a second free finds it no-access and returns above), and ours
         // until the queue gives it back.
-        unsafe { quarantine::queue(&mut locked).push(p.cast(), size, budget) }
+        unsafe { queue.push(p.cast(), size, budget) }
     };
     // Given back outside the lock: `heap::free` may take it.
     let mut link = chain;

@@ -36,8 +36,12 @@ use core::ptr::{null, null_mut};
 ///   decrease upwards.
 /// * The pools `stack[..purged]` are purged: their pages were given back whole, they read as
 ///   zeros (header included). The others keep the header [`Pool::unassign`] left.
+/// * `generation` is the fork generation of the process that mapped the arena
+///   ([`crate::fork`]); written once, before any pool of the arena is handed out, and only read
+///   after that (without the lock: by the free of a live block, which the allocation ordered).
 #[repr(C)]
 pub struct Arena {
+    generation: usize,
     nfree: usize,
     depth: usize,
     purged: usize,
@@ -138,6 +142,44 @@ pub(crate) fn purge_tick() {
     }
 }
 
+/// Whether the arena block or pool at `p` was inherited across a share-mode fork
+/// ([`crate::fork`]), and so must not be written by this process: its arena was mapped in an
+/// earlier fork generation. A process that never forked in share mode answers with one load of a
+/// global; otherwise the arena's header is read (never written).
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+pub(crate) unsafe fn inherited(p: *const u8) -> bool {
+    let g = crate::fork::generation();
+    // SAFETY: per the caller.
+    g != 0 && unsafe { older_than(p, g) }
+}
+
+/// Whether the arena holding `p` was mapped in a generation before `g`.
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[cold]
+#[inline(never)]
+unsafe fn older_than(p: *const u8, g: usize) -> bool {
+    // Annotate mode hides arena headers from the program; this read is the allocator's own.
+    let _quiet = crate::mode::quiet();
+    // SAFETY: per the caller.
+    unsafe { generation_of(p) < g }
+}
+
+/// The fork generation recorded in the header of the arena holding `p` ([`crate::fork`]).
+///
+/// # Safety
+/// `p` points into a mapped arena.
+#[inline(always)]
+pub(crate) unsafe fn generation_of(p: *const u8) -> usize {
+    // SAFETY: per the caller the arena's header is mapped; `generation` is written once, before
+    // any pool of the arena is handed out (see the type invariants), and never again.
+    unsafe { (*arena_of(p.cast_mut().cast())).generation }
+}
+
 impl Locked {
     fn unlink(&mut self, a: *mut Arena, bucket: usize) {
         // SAFETY: `a` is a live arena in `buckets[bucket]`; links are guarded by the lock we hold.
@@ -188,6 +230,7 @@ impl Locked {
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
         unsafe {
             a.write(Arena {
+                generation: crate::fork::generation(),
                 nfree: USABLE_POOLS,
                 depth: 0,
                 purged: 0,
@@ -482,6 +525,23 @@ impl Locked {
     pub(crate) fn returned(&mut self) -> (usize, usize) {
         let st = self.state();
         (st.pools_purged, st.arenas_unmapped)
+    }
+
+    /// A share-mode fork's child forgets every arena it inherited (see [`crate::fork`]): the
+    /// arena lists start empty, so no pool of those arenas is handed out, given back, released or
+    /// walked for statistics in this process, and nothing is written to them; they stay mapped
+    /// (and published in the arena map) for the inherited blocks still in use. Returns how many
+    /// arenas were forgotten. Only the global state is written.
+    #[cfg_attr(any(miri, loom), allow(dead_code))] // Fork handlers only (none under Miri or loom).
+    pub(crate) fn forget_arenas_after_fork(&mut self) -> usize {
+        let st = self.state();
+        let forgotten = st.mapped;
+        st.buckets = [null_mut(); USABLE_POOLS + 1];
+        st.all = null_mut();
+        st.mapped = 0;
+        st.pools_out = 0;
+        st.pools_out_peak = 0;
+        forgotten
     }
 
     /// Arenas mapped now and at peak.

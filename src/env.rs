@@ -13,6 +13,7 @@
 //! | `SMALLARENA_STATS` | `0`, `1` (a table), `json` (one JSON object) | `0` |
 //! | `SMALLARENA_QUARANTINE_MB` | a whole number of MiB (annotate mode's quarantine) | `20` |
 //! | `SMALLARENA_PURGE_DELAY_MS` | a whole number of ms, `-1` or `never` (see [`crate::purge`]) | `1000` |
+//! | `SMALLARENA_FORK` | `reuse`, `share` (the fork policy, see `crate::fork`) | `reuse` |
 //!
 //! **Adding a variable**: add it to [`VARIABLES`] (the README table is checked against it by a
 //! unit test), write a `parse_*` function returning the value and a warning [`Line`] built with
@@ -26,6 +27,7 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("SMALLARENA_STATS", "0"),
     ("SMALLARENA_QUARANTINE_MB", "20"),
     ("SMALLARENA_PURGE_DELAY_MS", "1000"),
+    ("SMALLARENA_FORK", "reuse"),
 ];
 
 /// The value of the environment variable `name`, or `None` if it is unset (always `None` under
@@ -253,6 +255,46 @@ pub(crate) fn parse_stats(value: &[u8]) -> (StatsAtExit, Line) {
         (
             StatsAtExit::Off,
             unknown_value(b"SMALLARENA_STATS", value, b"0, 1, json", b"0"),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMALLARENA_FORK
+// ---------------------------------------------------------------------------------------------
+
+/// What `SMALLARENA_FORK` asks for (the fork policy of `crate::fork`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestedFork {
+    /// Unset, empty, `reuse`, or not understood.
+    Reuse,
+    /// `share`.
+    Share,
+}
+
+/// Reads and parses `SMALLARENA_FORK`; the warning to print comes with it (empty if none).
+/// Called once per process, from the start-up constructor (or the first call that needs the
+/// policy).
+pub(crate) fn read_fork() -> (RequestedFork, Line) {
+    match var(c"SMALLARENA_FORK") {
+        None => (RequestedFork::Reuse, Line::new()),
+        Some(v) => parse_fork(v),
+    }
+}
+
+/// The decision for a `SMALLARENA_FORK` value (pure): `reuse` or `share`, surrounding ASCII
+/// whitespace ignored, letters in any case; empty means the default (`reuse`); anything else
+/// means `reuse`, with a warning echoing it.
+pub(crate) fn parse_fork(value: &[u8]) -> (RequestedFork, Line) {
+    let v = value.trim_ascii();
+    if v.is_empty() || v.eq_ignore_ascii_case(b"reuse") {
+        (RequestedFork::Reuse, Line::new())
+    } else if v.eq_ignore_ascii_case(b"share") {
+        (RequestedFork::Share, Line::new())
+    } else {
+        (
+            RequestedFork::Reuse,
+            unknown_value(b"SMALLARENA_FORK", value, b"reuse, share", b"reuse"),
         )
     }
 }
@@ -515,6 +557,32 @@ mod tests {
         }
         // The default the warning names is the default used.
         assert_eq!(PURGE_DELAY_DEFAULT_MS, 1000);
+    }
+
+    #[test]
+    fn fork_values() {
+        use RequestedFork as ForkPolicy;
+        for (value, want) in [
+            ("", ForkPolicy::Reuse),
+            ("reuse", ForkPolicy::Reuse),
+            (" REUSE\n", ForkPolicy::Reuse),
+            ("share", ForkPolicy::Share),
+            ("\tShare ", ForkPolicy::Share),
+        ] {
+            let (got, note) = parse_fork(value.as_bytes());
+            assert_eq!(got, want, "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
+        }
+        for value in ["shared", "copy", "1", "sh are"] {
+            let (got, note) = parse_fork(value.as_bytes());
+            assert_eq!(got, ForkPolicy::Reuse, "{value:?}");
+            assert_eq!(text(&note).matches('\n').count(), 1);
+        }
+        assert_eq!(
+            text(&parse_fork(b" Shared ").1),
+            "smallarena: unknown SMALLARENA_FORK value \"Shared\"; accepted: reuse, share; \
+             using reuse\n"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ static EARLY_INIT: extern "C" fn() = early_init;
 extern "C" fn early_init() {
     heap::init_process();
     crate::stats::print_at_exit_if_asked();
+    crate::fork::read_env();
 }
 
 /// The global allocator. A zero-sized handle: all state is process-wide.
@@ -250,7 +251,10 @@ unsafe impl GlobalAlloc for SmallArena {
         let m = mode::decide();
         let old_arena = owned_small(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
-        if old_arena && new_arena {
+        // An inherited block (share-mode fork) is never resized in place: it is copied out, so
+        // the program's writes land on the child's own pages.
+        // SAFETY: `old_arena`: a live arena block, so its arena is mapped.
+        if old_arena && new_arena && !unsafe { crate::arena::inherited(ptr) } {
             if m == State::Annotate {
                 // SAFETY: a live annotated arena block with this layout.
                 if unsafe { annotate::realloc_in_place(ptr, layout, new_size) } {

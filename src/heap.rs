@@ -11,7 +11,8 @@
 //! Heaps are never unmapped. When a thread exits, its heap gives its empty pools back and is put on
 //! the abandoned list; the next thread that needs a heap adopts it, with every pool, every
 //! pending remote free and every counter, so nothing is lost when threads come and go. After
-//! `fork()`, the child abandons the heaps of the threads that did not survive the fork.
+//! `fork()`, the child abandons the heaps of the threads that did not survive the fork (or, with
+//! the share fork policy, forgets every inherited heap: see [`crate::fork`]).
 
 use crate::lock::Locked;
 use crate::os;
@@ -837,6 +838,10 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
         if (*block).key == owner.addr() {
             fault(Fault::DoubleFree, block.cast());
         }
+        // Before anything is written: a share-mode child leaves inherited pages alone.
+        if crate::arena::inherited(block.cast()) {
+            return free_inherited(pool, size);
+        }
         (*block).key = owner.addr();
     }
     if heap.is_null() {
@@ -875,6 +880,20 @@ unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size:
             }
         }
     }
+}
+
+/// A share-mode child's free of a block inherited from its parent ([`crate::fork`]): nothing is
+/// written to the block or its pool; the block is dropped, its bytes counted as retained, and the
+/// request's bytes taken off the calling thread's count as for any free.
+///
+/// # Safety
+/// `pool` is the inherited pool of a live block.
+#[cold]
+#[inline(never)]
+unsafe fn free_inherited(pool: *mut Pool, size: usize) {
+    account(size.wrapping_neg());
+    // SAFETY: the block is live, so its pool's class fields may be read.
+    crate::fork::retain(unsafe { Pool::block_size(pool) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1031,6 +1050,10 @@ extern "C" fn fork_child() {
     // freed (they are remote frees into those pools).
     let me = current();
     let _quiet = crate::mode::quiet();
+    // Share mode: the child forgets every inherited heap instead (the walk below finds none).
+    if crate::fork::share_at_fork() {
+        share_child(&mut Locked::take());
+    }
     // SAFETY: the prepare handler took the lock in this very thread before the fork, and the
     // child has no other thread; we release it at the end.
     unsafe {
@@ -1047,6 +1070,32 @@ extern "C" fn fork_child() {
     }
     RECLAIM.store(true, Ordering::Relaxed);
     crate::lock::reset_in_child();
+}
+
+/// The child of a share-mode fork ([`crate::fork`]) forgets every heap it inherited, without
+/// writing to them (they live in inherited slabs): the heap list starts empty with no slab, so
+/// the next allocation makes a fresh heap in a fresh slab, and the forking thread (the only one
+/// here) drops its heap pointer. The inherited heaps' byte counts carry over to the orphan count,
+/// so `bytes_requested` stays the same. Then the arenas are forgotten and the fork generation
+/// goes up.
+#[cfg(not(any(miri, loom)))]
+fn share_child(locked: &mut Locked) {
+    let requested = total_requested(locked);
+    ORPHAN_REQUESTED.store(requested, Ordering::Relaxed);
+    let reg = heap_list(locked);
+    reg.all = null_mut();
+    reg.abandoned = null_mut();
+    reg.slab = null_mut();
+    reg.slab_left = 0;
+    reg.count = 0;
+    let _ = CURRENT.try_with(|c| c.set(null_mut()));
+    let _ = STATE.try_with(|s| {
+        if s.get() == ACTIVE {
+            s.set(FRESH);
+        }
+    });
+    let arenas = locked.forget_arenas_after_fork();
+    crate::fork::advance_generation(arenas * crate::tunables::ARENA_SIZE);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,7 +35,9 @@
 //!    serves), `os` (`mmap`/`munmap`; a heap-backed stand-in under Miri, a fixed reservation
 //!    under loom).
 //! 2. `env` (every `SMALLARENA_*` variable, read and parsed in one place), `mode` (which
-//!    allocator serves small requests, decided once per process; the mode-gated Valgrind hooks).
+//!    allocator serves small requests, decided once per process; the mode-gated Valgrind hooks),
+//!    `fork` (the fork policy, [`ForkPolicy`]: whether a child reuses the parent's pools or
+//!    leaves the parent's pages shared; the fork generation and its counters).
 //! 3. `pool` (16 KiB pools: header, free list, lock-free remote-free list), `arena_map` (which
 //!    addresses are arena memory: a lock-free bitmap over arena addresses), `purge` (the purge
 //!    delay: when free pools and empty arenas go back to the OS; its clock and schedule).
@@ -49,7 +51,7 @@
 //!    start-up constructor).
 //! 8. This front door (docs and re-exports), and `tests` (unit tests across rooms, run under
 //!    Miri too).
-
+//!
 //! ## Companions
 //! Two libraries that grew from the same seeds live in crates of their own and are re-exported
 //! here behind cargo features that are off by default, so an allocator-only user compiles
@@ -67,7 +69,8 @@
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, serves small requests from the
 //! system allocator when the arena cannot grow and returns null only when that fails too, and
-//! keeps working in a child process after `fork()`.
+//! keeps working in a child process after `fork()`; with [`ForkPolicy::Share`]
+//! (`SMALLARENA_FORK=share`) the child never writes to the pages its parent's heap was on.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -101,6 +104,7 @@ on_supported_targets! {
     // Layer 2: the environment and the mode.
     mod env;
     mod mode;
+    mod fork;
     // Layer 3: pools and the arena map.
     mod pool;
     mod arena_map;
@@ -120,6 +124,7 @@ on_supported_targets! {
     mod tests;
 
     pub use global::{collect, usable_size, SmallArena};
+    pub use fork::{fork_policy, set_fork_policy, ForkPolicy};
     pub use mode::{mode, Mode};
     pub use stats::{stats, ClassStats, Stats, StatsFormat, StatsJson};
     #[doc(hidden)]
@@ -132,7 +137,7 @@ on_supported_targets! {
     /// allocates nothing. The first violation found is returned, naming the rule and the
     /// address where it fails.
     #[doc(hidden)]
-    pub fn check_invariants() -> Result<(), heap::check::Violation> {
+    pub fn check_invariants() -> Result<(), InvariantViolation> {
         heap::check::check_current()
     }
 }

@@ -155,6 +155,9 @@ pub fn try_alloc(size: usize) -> *mut u8 {
 /// [`MAX_SMALL`] and in the block's size class, so every byte [`usable_size`] promised stays
 /// valid. A C `realloc(p, new_size)` returns `p` unchanged when this is true; otherwise it
 /// moves the block. The rule (the same one `GlobalAlloc::realloc` follows) lives in one place.
+/// Always false for a block inherited across a `fork()` made with
+/// [`ForkPolicy::Share`](crate::ForkPolicy): `realloc` copies it out to the child's own memory
+/// (one load of a global in a process that never forked in share mode).
 ///
 /// A pointer that is not a live block aborts the process, as for [`usable_size`].
 ///
@@ -164,7 +167,8 @@ pub fn try_alloc(size: usize) -> *mut u8 {
 pub unsafe fn resize_in_place(p: *const u8, new_size: usize) -> bool {
     // SAFETY: per the caller.
     let usable = unsafe { usable_size(p) };
-    stays_in_place(usable, new_size)
+    // SAFETY: a live block (checked above), so its arena is mapped.
+    stays_in_place(usable, new_size) && !unsafe { crate::arena::inherited(p) }
 }
 
 /// Frees an arena block, from any thread.

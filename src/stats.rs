@@ -16,6 +16,7 @@ pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = crate::mode::quiet();
     collect(&mut s);
+    (s.fork_inherited_bytes, s.fork_retained_bytes) = crate::fork::counters();
     (s.resident_bytes, s.resident_peak_bytes) = crate::os::resident();
     s
 }
@@ -140,6 +141,15 @@ pub struct Stats {
     /// another empty one was kept, after staying empty for the purge delay, or by
     /// [`crate::collect()`].
     pub arenas_unmapped: usize,
+    /// Bytes of the arenas this process inherited across `fork()`s made with
+    /// [`ForkPolicy::Share`](crate::ForkPolicy) (1 MiB each) and leaves untouched, shared with
+    /// the parent: not counted in `arenas_mapped`, `bytes_mapped` or the per-class counters.
+    /// 0 in a process that was not forked in share mode.
+    pub fork_inherited_bytes: usize,
+    /// Bytes of inherited blocks (see `fork_inherited_bytes`) this process freed: in share mode
+    /// such a block is dropped rather than written to, so its memory stays unused until the
+    /// process exits (whole blocks, class-rounded).
+    pub fork_retained_bytes: usize,
 }
 
 impl Stats {
@@ -166,6 +176,8 @@ impl Stats {
             heap_handoffs: 0,
             pools_purged: 0,
             arenas_unmapped: 0,
+            fork_inherited_bytes: 0,
+            fork_retained_bytes: 0,
         }
     }
 
@@ -246,7 +258,7 @@ impl fmt::Display for StatsJson<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 22] = [
+        let fields: [(&str, usize); 24] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
             ("bytes_mapped", s.bytes_mapped),
@@ -263,6 +275,8 @@ impl fmt::Display for StatsJson<'_> {
             ("heap_handoffs", s.heap_handoffs),
             ("pools_purged", s.pools_purged),
             ("arenas_unmapped", s.arenas_unmapped),
+            ("fork_inherited_bytes", s.fork_inherited_bytes),
+            ("fork_retained_bytes", s.fork_retained_bytes),
             ("blocks_in_use", s.blocks_in_use()),
             ("free_blocks", s.free_blocks()),
             ("pools_in_use", s.pools_in_use()),
@@ -494,6 +508,14 @@ impl fmt::Display for Stats {
         )?;
         writeln!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
         writeln!(f, "# pools purged                 = {}", self.pools_purged)?;
-        write!(f, "# arenas unmapped              = {}", self.arenas_unmapped)
+        write!(f, "# arenas unmapped              = {}", self.arenas_unmapped)?;
+        if self.fork_inherited_bytes != 0 || self.fork_retained_bytes != 0 {
+            write!(
+                f,
+                "\n# fork: inherited / retained   = {} / {}",
+                self.fork_inherited_bytes, self.fork_retained_bytes
+            )?;
+        }
+        Ok(())
     }
 }

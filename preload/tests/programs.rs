@@ -661,3 +661,97 @@ fn who_serves_malloc_under_memcheck() {
     assert_eq!(usable("arena", true), "16");
     assert_eq!(usable("auto", true), "1");
 }
+
+/// When the OS refuses a new arena, small requests are served by glibc (smallarena's
+/// out-of-arena fallback, which reaches glibc through `__libc_malloc`: the `libc-internal`
+/// feature, without which the fallback's `malloc` would be this library's own and recurse), then
+/// malloc returns NULL once glibc is out of memory too; every block keeps its bytes.
+#[test]
+fn small_requests_fall_back_to_glibc_when_the_arena_cannot_grow() {
+    let s = Scratch::new("out_of_arena");
+    let Some(exe) = compile("out_of_arena", &s) else {
+        return;
+    };
+    let o = run(&[exe.to_str().unwrap()], &[], true, None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        tail(&o.stderr)
+    );
+    let counts: Vec<usize> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        matches!(counts[..], [arena, libc] if arena > 0 && libc > 0),
+        "both allocators served blocks: {out}"
+    );
+}
+
+/// The children of `workloads/c/forkshare.c` (a parent mallocs 16 MiB of small objects, forks 2
+/// children that each walk them, free a quarter and malloc 4 MiB of their own) under the preload
+/// with `SMALLARENA_FORK=policy`: per child, the `Private_Dirty` bytes added after the fork
+/// beyond its own new data, and its own data.
+fn forkshare_children(exe: &Path, policy: &str) -> Vec<(u64, u64)> {
+    let out = run(
+        &[exe.to_str().unwrap(), "16", "2", "4", "2"],
+        &[("SMALLARENA_FORK", policy)],
+        true,
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{policy}: {}\n{stdout}", out.status);
+    let children: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let n: Vec<u64> = l
+                .strip_prefix("report ")?
+                .split(' ')
+                .map(|w| w.parse().unwrap())
+                .collect();
+            assert_eq!(n[7], 1, "{policy}: an inherited object changed");
+            Some((n[4].saturating_sub(n[1]).saturating_sub(n[5]), n[5]))
+        })
+        .collect();
+    assert_eq!(children.len(), 2, "{policy}: {stdout}");
+    children
+}
+
+#[test]
+fn share_mode_children_leave_the_parent_heap_shared() {
+    if !have("cc", "--version") {
+        return;
+    }
+    let s = Scratch::new("forkshare");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/c/forkshare.c");
+    let exe = s.0.join("forkshare");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(st.success(), "cc {}", src.display());
+    let share = forkshare_children(&exe, "share");
+    let reuse = forkshare_children(&exe, "reuse");
+    const MIB: u64 = 1 << 20;
+    for (&(s_extra, own), &(r_extra, _)) in share.iter().zip(reuse.iter()) {
+        eprintln!(
+            "beyond own data: share {:.2} MiB, reuse {:.2} MiB (own data {:.2} MiB)",
+            s_extra as f64 / MIB as f64,
+            r_extra as f64 / MIB as f64,
+            own as f64 / MIB as f64
+        );
+        assert!(r_extra >= 8 * MIB, "reuse dirtied only {r_extra} bytes");
+        assert!(
+            s_extra <= own / 8 + 2 * MIB,
+            "share dirtied {s_extra} bytes"
+        );
+        assert!(
+            s_extra * 10 <= r_extra,
+            "share {s_extra} vs reuse {r_extra}"
+        );
+    }
+}

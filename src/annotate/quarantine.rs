@@ -65,6 +65,8 @@ pub(crate) struct Fifo {
     bytes: usize,
     /// How many blocks are queued.
     len: usize,
+    /// The fork generation the queued blocks were freed in ([`crate::fork`]).
+    generation: usize,
 }
 
 impl Fifo {
@@ -75,7 +77,22 @@ impl Fifo {
             tail: null_mut(),
             bytes: 0,
             len: 0,
+            generation: 0,
         }
+    }
+
+    /// In a child of a share-mode fork (the fork generation `generation` is not the queue's), the
+    /// queue is forgotten without touching its blocks (their links live in inherited memory, which
+    /// the child must not write: see [`crate::fork`]); returns the bytes it held, which stay
+    /// unused. Returns 0 and changes nothing otherwise.
+    pub(crate) fn renew(&mut self, generation: usize) -> usize {
+        if self.generation == generation {
+            return 0;
+        }
+        let dropped = self.bytes;
+        *self = Fifo::new();
+        self.generation = generation;
+        dropped
     }
 
     /// The bytes held (whole blocks).
