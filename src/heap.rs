@@ -1037,6 +1037,10 @@ extern "C" fn early_init() {
     register_fork_handlers_once();
     ensure_exit_key(&mut Locked::take());
     crate::stats::print_at_exit_if_asked();
+    #[cfg(feature = "profile")]
+    crate::profile::start_if_asked();
+    #[cfg(not(feature = "profile"))]
+    crate::env::warn_if_profile_asked();
 }
 
 fn register_fork_handlers_once() {

@@ -51,7 +51,10 @@
 //! ## Seeing inside
 //! [`stats()`] returns a [`Stats`] snapshot (a table as its `Display`, JSON with
 //! [`Stats::json`]); `SMALLARENA_STATS=1` (or `=json`) prints it on stderr at exit. [`collect()`]
-//! returns free memory to the OS now; [`usable_size()`] tells how big a block really is.
+//! returns free memory to the OS now; [`usable_size()`] tells how big a block really is. With the
+//! `profile` feature, `profile` is a sampling heap profiler: `SMALLARENA_LEAKS=1` prints the
+//! sites still holding memory at exit, `SMALLARENA_PROFILE=<path>` writes a pprof or
+//! folded-stacks profile.
 //!
 //! ## Guarantees
 //! The allocator never allocates through itself, never panics, serves small requests from the
@@ -85,6 +88,9 @@ on_supported_targets! {
     pub mod mode;
     mod os;
     mod pool;
+    #[cfg(all(feature = "profile", not(any(loom, miri))))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
+    pub mod profile;
     pub mod raw;
     mod registry;
     pub mod size_class;
@@ -322,6 +328,10 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
 unsafe impl GlobalAlloc for SmallArena {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        if profile::crossed(layout.size()) {
+            return profile::alloc_crossed(layout, false);
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 return heap::alloc(layout.size());
@@ -333,6 +343,10 @@ unsafe impl GlobalAlloc for SmallArena {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        if profile::crossed(layout.size()) {
+            return profile::alloc_crossed(layout, true);
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 return heap::alloc_zeroed(layout.size());
@@ -346,6 +360,11 @@ unsafe impl GlobalAlloc for SmallArena {
     // and a direct caller paid a call (and its register shuffling) on every free.
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        // SAFETY: forwarding the caller's contract; true means the hook freed the block.
+        if unsafe { profile::on_dealloc(ptr, layout) } {
+            return;
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 // SAFETY: the caller passes a live block from `alloc` with this layout; small
@@ -362,6 +381,11 @@ unsafe impl GlobalAlloc for SmallArena {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        // SAFETY: forwarding the caller's contract.
+        if let Some(q) = unsafe { profile::realloc_hook(self, ptr, layout, new_size) } {
+            return q;
+        }
         let m = mode::decide();
         let old_arena = owned_small(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
@@ -385,6 +409,8 @@ unsafe impl GlobalAlloc for SmallArena {
                     heap::sample_peak_now();
                 }
             }
+            #[cfg(all(feature = "profile", not(any(loom, miri))))]
+            profile::after_system_realloc(q, new_size);
             return q;
         }
         // Moving between the arena and libc, or between two arena classes.
