@@ -326,7 +326,9 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
 // back unchanged, and the mode that decides the routing never changes once a block exists.
 #[cfg(target_os = "linux")]
 unsafe impl GlobalAlloc for SmallArena {
-    #[inline]
+    // Always inlined: with the profiler's hook (feature `profile`) the body crossed LLVM's
+    // threshold for `#[inline]`, as `dealloc`'s did.
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         #[cfg(all(feature = "profile", not(any(loom, miri))))]
         if profile::crossed(layout.size()) {
@@ -341,7 +343,9 @@ unsafe impl GlobalAlloc for SmallArena {
         large_alloc(layout, false)
     }
 
-    #[inline]
+    // Always inlined: with the profiler's hook (feature `profile`) the body crossed LLVM's
+    // threshold for `#[inline]`, as `dealloc`'s did.
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         #[cfg(all(feature = "profile", not(any(loom, miri))))]
         if profile::crossed(layout.size()) {

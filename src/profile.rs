@@ -324,7 +324,7 @@ unsafe fn on_dealloc_armed(ptr: *mut u8, layout: Layout, armed: usize) -> bool {
         return true;
     }
     if armed & table::LIVE != 0 && table::maybe_sampled(ptr) {
-        table::take(ptr);
+        table::forget(ptr);
     }
     false
 }
@@ -451,6 +451,12 @@ pub mod hooks {
         super::record(p, size, rate);
     }
 
+    /// Whether any sample is live (then a `free` calls [`on_free`]). One load of a global word.
+    #[inline(always)]
+    pub fn samples_live() -> bool {
+        table::ARMED.load(crate::sync::Ordering::Relaxed) & table::LIVE != 0
+    }
+
     /// Drops the sample of the block `p`, which is about to be freed, if it is one. One load of a
     /// global word when no sample is live.
     #[inline(always)]
@@ -458,7 +464,7 @@ pub mod hooks {
         if table::ARMED.load(crate::sync::Ordering::Relaxed) & table::LIVE != 0
             && table::maybe_sampled(p)
         {
-            table::take(p);
+            table::forget(p);
         }
     }
 

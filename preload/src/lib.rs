@@ -138,7 +138,7 @@ unsafe fn malloc_plain(size: usize) -> *mut c_void {
 /// As for [`malloc`].
 #[cold]
 #[inline(never)]
-unsafe fn malloc_crossed(size: usize) -> *mut c_void {
+unsafe extern "C" fn malloc_crossed(size: usize) -> *mut c_void {
     match hooks::on_crossing() {
         // SAFETY: glibc's malloc has no preconditions.
         Crossing::Guarded => unsafe { __libc_malloc(size) },
@@ -194,7 +194,32 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // One load and a branch while no sample is live; else `free_sampled`, as a tail call.
+    if hooks::samples_live() {
+        // SAFETY: forwarding.
+        return unsafe { free_sampled(p) };
+    }
+    // SAFETY: forwarding.
+    unsafe { free_plain(p) }
+}
+
+/// [`free`] while samples are live: drops `p`'s sample if it is one, then frees it.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe extern "C" fn free_sampled(p: *mut c_void) {
     hooks::on_free(p.cast());
+    // SAFETY: forwarding.
+    unsafe { free_plain(p) }
+}
+
+/// [`free`] without the profiler's hook.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+unsafe fn free_plain(p: *mut c_void) {
     if raw::owns(p.cast()) {
         // SAFETY: a live block in our arena (per the caller, and owned per the registry).
         unsafe { raw::free(p.cast()) };
@@ -241,7 +266,7 @@ unsafe fn calloc_plain(n: usize, size: usize, total: usize) -> *mut c_void {
 /// As for [`malloc`].
 #[cold]
 #[inline(never)]
-unsafe fn calloc_crossed(n: usize, size: usize, total: usize) -> *mut c_void {
+unsafe extern "C" fn calloc_crossed(n: usize, size: usize, total: usize) -> *mut c_void {
     match hooks::on_crossing() {
         // SAFETY: glibc's calloc has no preconditions.
         Crossing::Guarded => unsafe { __libc_calloc(n, size) },

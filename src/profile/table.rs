@@ -327,6 +327,14 @@ pub(crate) fn take(p: *const u8) -> Option<Record> {
     Some(t.remove_slot(s))
 }
 
+/// Drops the record of the block at `p`, if it is sampled (out of line, and returning nothing,
+/// so that a free path that calls it keeps no room for a record on its stack).
+#[cold]
+#[inline(never)]
+pub(crate) fn forget(p: *const u8) {
+    let _ = take(p);
+}
+
 /// Whether the block at `p` has a record (for the tests).
 #[cfg(test)]
 pub(crate) fn contains(p: *const u8) -> bool {
