@@ -14,7 +14,7 @@
 //!   exit: a pprof protobuf, gzip-compressed, if the path ends in `.pb.gz` (`go tool pprof`,
 //!   `pprof`, speedscope and other viewers read it), else the folded-stacks text
 //!   (`outermost;...;innermost BYTES` per line: `flamegraph.pl`, `inferno-flamegraph`,
-//!   speedscope).
+//!   speedscope). A child of `fork()` that exits through `exit()` writes `<path>.<its pid>`.
 //! * `SMALLARENA_LEAKS=1`: profile the whole run and print at exit, on stderr, the top 10 sites
 //!   still holding memory (estimated bytes, blocks, samples; function, file and line, callers).
 //! * `SMALLARENA_PROFILE_RATE=<bytes>`: the mean sampling interval (default 524288).
@@ -499,6 +499,8 @@ pub mod hooks {
 static mut PATH: [u8; 4096] = [0; 4096];
 static PATH_LEN: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
 static LEAKS: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
+/// The process id when profiling started from the environment (a fork child has another).
+static START_PID: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
 
 /// Reads `SMALLARENA_PROFILE`, `SMALLARENA_PROFILE_RATE` and `SMALLARENA_LEAKS`; when either of the
 /// first or the last asks for it, starts profiling and registers the `atexit` handler that writes
@@ -521,6 +523,7 @@ pub(crate) fn start_if_asked() {
         }
     }
     LEAKS.store(leaks, Ordering::Release);
+    START_PID.store(std::process::id() as usize, Ordering::Relaxed);
     if PATH_LEN.load(Ordering::Acquire) == 0 && !leaks {
         return;
     }
@@ -545,13 +548,20 @@ extern "C" fn write_at_exit() {
     if len > 0 {
         // SAFETY: written once before `main`, never again.
         let bytes = unsafe { &*core::ptr::addr_of!(PATH) }.get(..len).unwrap_or(&[]);
-        let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+        let mut path = PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+        // A child of `fork()` that exits through `exit()` writes beside its parent's file.
+        let pid = std::process::id();
+        if pid as usize != START_PID.load(Ordering::Relaxed) {
+            let mut name = path.into_os_string();
+            name.push(format!(".{pid}"));
+            path = name.into();
+        }
         let data = if bytes.ends_with(b".pb.gz") {
             snap.pprof_gz()
         } else {
             Ok(snap.folded())
         };
-        if let Err(e) = data.and_then(|d| std::fs::write(path, d)) {
+        if let Err(e) = data.and_then(|d| std::fs::write(&path, d)) {
             let msg = format!(
                 "smallarena: could not write the profile to {}: {e}\n",
                 path.display()

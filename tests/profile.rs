@@ -4,7 +4,9 @@
 //!
 //! The programs are this test binary itself, run as child processes with
 //! `SMALLARENA_TEST_PROGRAM` naming one (the report is printed at exit, so it needs a process
-//! of its own). No harness: `main` runs the cases.
+//! of its own). No harness: `main` runs the cases (`common::run_without_harness`).
+
+mod common;
 
 use prost::Message;
 use std::cell::RefCell;
@@ -300,8 +302,9 @@ fn folded_profile_parses_and_estimates_the_leak() {
 }
 
 /// The API in this process: start, leak, report, stop; the sample of a freed block is dropped.
-/// 5000 blocks of 300 bytes.
+/// 5000 blocks of 300 bytes (boxed one by one: the blocks are what the test counts).
 #[inline(never)]
+#[allow(clippy::vec_box)]
 fn keep_boxes() -> Vec<Box<[u8; 300]>> {
     (0..5000).map(|_| Box::new([7; 300])).collect()
 }
@@ -338,31 +341,17 @@ fn main() {
         program(&name);
         return;
     }
-    let cases: [(&str, fn()); 4] = [
-        (
-            "leak_report_names_the_rc_cycle",
-            leak_report_names_the_rc_cycle,
-        ),
-        (
-            "a_program_that_frees_everything_gets_an_empty_report",
-            a_program_that_frees_everything_gets_an_empty_report,
-        ),
-        (
-            "folded_profile_parses_and_estimates_the_leak",
-            folded_profile_parses_and_estimates_the_leak,
-        ),
-        ("the_rust_api", the_rust_api),
-    ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        eprintln!("test {name} ...");
-        case();
-        eprintln!("test {name} ... ok");
-    }
+    common::run_without_harness(
+        "leak_report_names_the_rc_cycle",
+        leak_report_names_the_rc_cycle,
+    );
+    common::run_without_harness(
+        "a_program_that_frees_everything_gets_an_empty_report",
+        a_program_that_frees_everything_gets_an_empty_report,
+    );
+    common::run_without_harness(
+        "folded_profile_parses_and_estimates_the_leak",
+        folded_profile_parses_and_estimates_the_leak,
+    );
+    common::run_without_harness("the_rust_api", the_rust_api);
 }

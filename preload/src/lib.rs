@@ -60,6 +60,17 @@
 //! thread's heap pointer is read in the initial-exec TLS model, with no `__tls_get_addr` call
 //! (the library has `STATIC_TLS`: loaded by `LD_PRELOAD` it always gets its slot).
 //!
+//! ## Heap profiling
+//! smallarena is built with its `profile` feature, so `SMALLARENA_LEAKS=1` (the top allocation
+//! sites still live at exit, on stderr) and `SMALLARENA_PROFILE=<path>` (a pprof or folded-stacks
+//! profile written at exit) work for any program; see `smallarena::profile`. `malloc`, `calloc`,
+//! `realloc`, `posix_memalign`/`aligned_alloc`/`memalign` count their bytes towards the sampling
+//! countdown (a subtraction and a branch); `free` loads one global word (and, while samples are
+//! live, tail-calls `free_sampled`, which drops a freed block's sample). The profiler's own
+//! allocations (unwinding, symbolizing, encoding) re-enter `malloc` under its guard and go to
+//! `__libc_malloc`; `free` sends them back to glibc as it does every pointer the arena map does not
+//! own. `valloc` and `pvalloc` are not sampled.
+//!
 //! ## Semantics kept from glibc
 //! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
 //! `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns null; `realloc(NULL, n)` is

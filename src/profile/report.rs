@@ -72,7 +72,21 @@ const INTERNAL_C: &[&str] = &[
 /// Standard-library allocation machinery (`Box::new`, `Rc::new`, `Vec` growth, ...), also cut
 /// before naming the site of an allocation in the leak report.
 const MACHINERY: &[&str] = &[
-    "alloc::", "<alloc::", "core::", "<core::", "std::", "<std::", "hashbrown::", "<hashbrown::",
+    "alloc::",
+    "<alloc::",
+    "core::",
+    "<core::",
+    "std::",
+    "<std::",
+    "hashbrown::",
+    "<hashbrown::",
+    // C and C++ helpers that allocate for their caller.
+    "operator new",
+    "strdup",
+    "__strdup",
+    "__GI___strdup",
+    "strndup",
+    "__strndup",
 ];
 
 /// The C runtime's frames around `main` (and an unresolved outermost frame): with the machinery,
