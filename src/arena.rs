@@ -1,7 +1,7 @@
 //! Arenas: 1 MiB mappings, 1 MiB-aligned, cut into 64 pools of 16 KiB.
 //!
-//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena
-//! bookkeeping lives behind one spin lock ([`LOCK`]) and is touched only on slow paths: taking a
+//! Pool 0 of every arena holds the arena's header; pools 1..=63 serve blocks. All arena bookkeeping
+//! lives behind one spin lock ([`crate::lock::LOCK`]) and is touched only on slow paths: taking a
 //! pool for a heap, giving an empty pool back, mapping and unmapping arenas, and `stats()`.
 //!
 //! Like obmalloc, pools are taken from the *fullest* arena that still has a free pool (arenas sit
@@ -10,27 +10,17 @@
 //! wholly empty one: one is kept as hysteresis, so a loop that frees everything and starts again
 //! does not map and unmap on every turn.
 
+use crate::lock::Locked;
 use crate::os;
-use crate::pool::{Pool, POOL_SIZE};
-use crate::sync::{global, Ordering, SpinLock};
+use crate::pool::{ensure, Pool, Violation};
+use crate::sync::{global, Ordering};
+use crate::tunables::{ARENA_SIZE, POOLS_PER_ARENA, POOL_SIZE, USABLE_POOLS};
 use core::cell::UnsafeCell;
-use core::ptr::null_mut;
-
-/// Size and alignment of an arena.
-pub const ARENA_SIZE: usize = 1 << 20;
-/// Pools per arena, counting the header pool.
-pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
-/// Pools per arena that serve blocks.
-pub const USABLE_POOLS: usize = POOLS_PER_ARENA - 1;
-
-global! {
-    /// The lock behind all arena and heap-registry bookkeeping. Never taken on a fast path.
-    pub(crate) static LOCK: SpinLock = SpinLock::new();
-}
+use core::ptr::{null, null_mut};
 
 /// An arena's header, in its first pool.
 ///
-/// Invariants (all fields guarded by [`LOCK`]):
+/// Invariants (all fields guarded by [`crate::lock::LOCK`]):
 /// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
 /// * The arena is in `buckets[nfree]` when `nfree > 0`, and in no bucket when it is full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
@@ -43,6 +33,8 @@ pub struct Arena {
     prev: *mut Arena,
     all_next: *mut Arena,
 }
+
+const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 
 struct State {
     buckets: [*mut Arena; USABLE_POOLS + 1],
@@ -71,58 +63,11 @@ global! {
 }));
 }
 
-/// Proof that [`LOCK`] is held; the only way to reach the arena state.
-///
-/// `owns` is false for the one proof that does not own the lock: the thread that holds it for
-/// `fork()` (from its prepare handler until its parent or child handler) may reach the allocator
-/// again from another library's fork handler, and then works under the lock it already holds
-/// (see [`Locked::take`]); dropping that proof leaves the lock to the fork handlers.
-pub(crate) struct Locked {
-    owns: bool,
-}
-
 impl Locked {
-    /// Takes the lock; or, in the thread that holds it for `fork()`, works under that hold.
-    ///
-    /// The fork hold is taken by [`LOCK.lock`](SpinLock::lock) outside every critical section,
-    /// so when the holding thread gets here (from a fork handler of another library that runs
-    /// inside ours) no section is half done and the state it guards is consistent. Waiting
-    /// instead would be waiting for ourselves.
-    pub(crate) fn take() -> Locked {
-        #[cfg(not(any(miri, loom)))]
-        if !LOCK.try_lock() {
-            if crate::heap::fork_lock_is_mine() {
-                return Locked { owns: false };
-            }
-            LOCK.lock();
-        }
-        #[cfg(any(miri, loom))]
-        LOCK.lock();
-        Locked { owns: true }
-    }
-
-    /// Takes the lock if nobody holds it, without waiting.
-    pub(crate) fn try_take() -> Option<Locked> {
-        // Not `then_some(Locked { .. })`: that builds the proof eagerly, and dropping it when the
-        // lock is taken would release somebody else's lock (found by the loom models).
-        if LOCK.try_lock() {
-            Some(Locked { owns: true })
-        } else {
-            None
-        }
-    }
-
+    /// The arena state; the lock this proof stands for guards it.
     fn state(&mut self) -> &mut State {
         // SAFETY: holding a `Locked` means holding LOCK, and `&mut self` makes the borrow unique.
         unsafe { &mut *STATE.0.get() }
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        if self.owns {
-            LOCK.unlock();
-        }
     }
 }
 
@@ -168,14 +113,14 @@ impl Locked {
             return null_mut();
         }
         // Published before any pool of it is handed out, so `raw::owns` finds every block.
-        if !crate::registry::insert(self, base) {
+        if !crate::arena_map::insert(self, base) {
             // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
             unsafe { os::unmap(base, ARENA_SIZE) };
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
         // touch; blocks become accessible one by one as they are handed out.
-        crate::valgrind::hide(base, ARENA_SIZE);
+        crate::mode::hide(base, ARENA_SIZE);
         let a = base.cast::<Arena>();
         let all = self.state().all;
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
@@ -287,7 +232,7 @@ impl Locked {
             }
             st.mapped -= 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
-            crate::registry::remove(self, a.cast());
+            crate::arena_map::remove(self, a.cast());
             os::unmap(a.cast(), ARENA_SIZE);
         }
     }
@@ -358,5 +303,94 @@ impl Locked {
     pub(crate) fn mapped(&mut self) -> (usize, usize) {
         let st = self.state();
         (st.mapped, st.peak)
+    }
+}
+
+impl Locked {
+    /// The invariant checker's part for the arenas (see `heap::check`): the all-list is as long
+    /// as the mapped count; every arena is in the arena map, counts its free pools right
+    /// (`nfree` is its free-list length plus its untouched pools), and is in the bucket of its
+    /// count exactly when it has a free pool; every bucket holds only arenas of its count, linked
+    /// both ways; every free pool lies in its arena, serves nothing and belongs to no heap.
+    pub(crate) fn check_arenas(&mut self) -> Result<(), Violation> {
+        let mut arenas = 0;
+        let mut with_free = 0;
+        let mut a = self.state().all;
+        while !a.is_null() {
+            let at = a.cast::<u8>();
+            ensure(arenas < self.state().mapped, "arena list longer than the mapped count", at)?;
+            ensure(
+                crate::arena_map::contains(a.addr()),
+                "mapped arena missing from the arena map",
+                at,
+            )?;
+            // SAFETY: arenas in the all-list are live while we hold the lock, and so are the
+            // pools on their free lists (free pools belong to no heap: only lock holders touch
+            // them).
+            unsafe {
+                let untouched = (*a).untouched;
+                ensure(
+                    (1..=POOLS_PER_ARENA).contains(&untouched),
+                    "arena untouched index out of range",
+                    at,
+                )?;
+                let mut free = 0;
+                let mut pool = (*a).free_pools;
+                while !pool.is_null() {
+                    let p = pool.cast::<u8>();
+                    ensure(free < USABLE_POOLS, "arena free-pool list has a cycle", at)?;
+                    ensure(arena_of(pool) == a, "free pool outside its arena", p)?;
+                    let index = (p.addr() - at.addr()) / POOL_SIZE;
+                    ensure(
+                        p.addr() % POOL_SIZE == 0 && index >= 1 && index < untouched,
+                        "free pool not a set-up pool of its arena",
+                        p,
+                    )?;
+                    ensure(
+                        (*pool).owner.load(Ordering::Relaxed).is_null(),
+                        "free pool owned by a heap",
+                        p,
+                    )?;
+                    Pool::check_unassigned(pool)?;
+                    free += 1;
+                    pool = (*pool).next;
+                }
+                ensure(
+                    (*a).nfree == free + (POOLS_PER_ARENA - untouched),
+                    "arena free count differs from its free and untouched pools",
+                    at,
+                )?;
+                if (*a).nfree > 0 {
+                    with_free += 1;
+                }
+                a = (*a).all_next;
+            }
+            arenas += 1;
+        }
+        let st = self.state();
+        ensure(arenas == st.mapped, "arena list shorter than the mapped count", null())?;
+        ensure(st.buckets[0].is_null(), "a full arena is in a bucket", st.buckets[0].cast())?;
+        let mut bucketed = 0;
+        for (n, &head) in st.buckets.iter().enumerate() {
+            let mut prev = null_mut::<Arena>();
+            let mut a = head;
+            while !a.is_null() {
+                let at = a.cast::<u8>();
+                ensure(bucketed < arenas, "arena bucket list has a cycle", at)?;
+                // SAFETY: as above: arenas in buckets are live, guarded by our lock.
+                unsafe {
+                    ensure((*a).nfree == n, "arena in the bucket of another count", at)?;
+                    ensure((*a).prev == prev, "arena bucket links not symmetric", at)?;
+                    prev = a;
+                    a = (*a).next;
+                }
+                bucketed += 1;
+            }
+        }
+        ensure(
+            bucketed == with_free,
+            "arenas with a free pool and bucketed arenas differ",
+            null(),
+        )
     }
 }

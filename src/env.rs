@@ -136,8 +136,8 @@ Valgrind client requests are supported only on x86_64 and aarch64 Linux; using a
 // SMALLARENA_QUARANTINE_MB
 // ---------------------------------------------------------------------------------------------
 
-/// The annotate-mode quarantine's default budget in MiB: memcheck's own `--freelist-vol` default.
-pub(crate) const QUARANTINE_DEFAULT_MB: usize = 20;
+/// The annotate-mode quarantine's default budget in MiB (see [`crate::tunables`]).
+pub(crate) use crate::tunables::QUARANTINE_DEFAULT_MB;
 
 /// Reads and parses `SMALLARENA_QUARANTINE_MB`: the budget in MiB, and the warning to print
 /// (empty if none). Called once per process, by the first annotated free.

@@ -13,22 +13,24 @@
 //! pending remote free and every counter, so nothing is lost when threads come and go. After
 //! `fork()`, the child abandons the heaps of the threads that did not survive the fork.
 
-use crate::arena::Locked;
+use crate::lock::Locked;
 use crate::os;
-use crate::pool::{fault, Block, Fault, Pool, NO_CLASS};
+use crate::pool::{fault, Block, Fault, Pool};
 use crate::size_class::{block_size, class_of, CLASS_COUNT};
+#[cfg(not(loom))]
+use crate::tunables::EXIT_ROUNDS;
+use crate::tunables::{EMPTY_CACHE, HEAP_SLAB};
 use crate::sync::{global, tls, tls_ptr, AtomicBool, LoadPtr, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
 
-/// Empty pools a heap keeps for reuse before giving them back to their arena.
-const EMPTY_CACHE: usize = 4;
+pub(crate) mod check;
 
 /// A thread's allocation state.
 ///
 /// Invariants:
 /// * A heap is used by at most one thread at a time: the thread whose `CURRENT` points to it, or
-///   the thread that popped it off the abandoned list (both under [`crate::arena::LOCK`]). All
+///   the thread that popped it off the abandoned list (both under [`crate::lock::LOCK`]). All
 ///   non-atomic fields are touched only by that thread.
 /// * `classes[c]` is the head of the list of pools of class `c` owned by this heap that are not
 ///   full, or the shared sentinel pool (no free block, no bump space) when there is none.
@@ -36,7 +38,7 @@ const EMPTY_CACHE: usize = 4;
 ///   (unlinked, `full == true`), the empty cache (`class == NO_CLASS`).
 /// * `requested` is written only by the thread using the heap (load + store, no RMW); it is the
 ///   wrapping sum of bytes this heap's thread allocated minus bytes it freed.
-/// * Registry links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
+/// * Heap-list links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
 ///   only under the lock, and read without it by remote freers (see [`RECLAIM`]).
 /// * While abandoned, the heap and its pools are touched only under the lock.
 #[repr(C)]
@@ -63,8 +65,9 @@ fn sentinel() -> *mut Pool {
     SENTINEL.0.get()
 }
 
-/// Heap registry, guarded by the arena lock.
-struct Registry {
+/// The heap list: every heap ever made, the abandoned ones, and the slab new heaps are carved
+/// from; guarded by the lock.
+struct HeapList {
     all: *mut Heap,
     abandoned: *mut Heap,
     slab: *mut u8,
@@ -73,11 +76,11 @@ struct Registry {
     /// Times a heap was abandoned (handed back at a thread's exit) since the process started.
     handoffs: usize,
 }
-struct RegistryCell(UnsafeCell<Registry>);
+struct HeapListCell(UnsafeCell<HeapList>);
 // SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
-unsafe impl Sync for RegistryCell {}
+unsafe impl Sync for HeapListCell {}
 global! {
-    static REGISTRY: RegistryCell = RegistryCell(UnsafeCell::new(Registry {
+    static HEAP_LIST: HeapListCell = HeapListCell(UnsafeCell::new(HeapList {
     all: null_mut(),
     abandoned: null_mut(),
     slab: null_mut(),
@@ -87,9 +90,9 @@ global! {
 }));
 }
 
-fn registry(_proof: &mut Locked) -> &mut Registry {
+fn heap_list(_proof: &mut Locked) -> &mut HeapList {
     // SAFETY: the `Locked` proves the lock is held; the &mut borrow of it makes this unique.
-    unsafe { &mut *REGISTRY.0.get() }
+    unsafe { &mut *HEAP_LIST.0.get() }
 }
 
 global! {
@@ -138,12 +141,6 @@ tls! {
 //
 // `exit()` runs no key destructor for the calling thread, so the main thread keeps its heap for
 // `atexit` handlers and static destructors (the process is ending: nothing to give back).
-
-/// Rounds of key destructors the C library runs at most: POSIX's minimum
-/// `_POSIX_THREAD_DESTRUCTOR_ITERATIONS`, glibc's and musl's value. A C library running more
-/// only makes the last rounds borrow a heap per allocation.
-#[cfg(not(loom))]
-const EXIT_ROUNDS: u8 = 4;
 
 #[cfg(not(loom))]
 global! {
@@ -206,7 +203,7 @@ extern "C" fn exit_hook(_marker: *mut libc::c_void) {
         .unwrap_or(null_mut());
     let _ = STATE.try_with(|s| s.set(if rearmed { FRESH } else { DEAD }));
     if !heap.is_null() {
-        let _quiet = crate::valgrind::Quiet::new();
+        let _quiet = crate::mode::quiet();
         // SAFETY: the heap was this thread's and is no longer reachable from it.
         unsafe { abandon(heap) };
     }
@@ -231,7 +228,7 @@ impl ExitGuard {
         if !heap.is_null() {
             let _ = CURRENT.try_with(|c| c.set(null_mut()));
             let _ = STATE.try_with(|s| s.set(DEAD));
-            let _quiet = crate::valgrind::Quiet::new();
+            let _quiet = crate::mode::quiet();
             // SAFETY: the heap was this thread's and no longer is reachable from it.
             unsafe { abandon(heap) };
         }
@@ -346,7 +343,7 @@ unsafe fn alloc_in<const ZERO: bool, const FAST_ONLY: bool>(
         };
         // A live block never carries the free key (it may have one from an earlier life).
         (*p.cast::<Block>()).key = 0;
-        inc_used(pool);
+        Pool::add_used(pool);
         add_requested(heap, size);
         p
     }
@@ -504,7 +501,7 @@ unsafe fn check_suspect(owner: *mut Heap, pool: *mut Pool, block: *mut Block) {
 /// Adjusts the requested-bytes count of the calling thread (for system-served blocks).
 pub(crate) fn account(delta: usize) {
     // Annotate mode hides heap structures from the program; this touch is the allocator's own.
-    let _quiet = crate::valgrind::Quiet::new();
+    let _quiet = crate::mode::quiet();
     let heap = current();
     if heap.is_null() {
         ORPHAN_REQUESTED.fetch_add(delta, Ordering::Relaxed);
@@ -524,15 +521,6 @@ unsafe fn add_requested(heap: *mut Heap, delta: usize) {
         r.load(Ordering::Relaxed).wrapping_add(delta),
         Ordering::Relaxed,
     );
-}
-
-/// # Safety
-/// The pool is owned by the calling thread's heap.
-#[inline(always)]
-unsafe fn inc_used(pool: *mut Pool) {
-    // SAFETY: only the owner writes `used`.
-    let u = unsafe { &(*pool).used };
-    u.store(u.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,8 +610,8 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
 
 /// The arena could not grow (the OS refused a new arena): in arena mode the request is served by
 /// the system allocator instead, before giving up with null, and the mode becomes
-/// [`mode::ARENA_FALLBACK`] so that frees of small blocks ask whose block it is. In annotate mode
-/// (whose blocks must be arena blocks) it is null.
+/// [`crate::mode::State::ArenaFallback`] so that frees of small blocks ask whose block it is. In
+/// annotate mode (whose blocks must be arena blocks) it is null.
 #[cold]
 #[inline(never)]
 fn out_of_arena<const ZERO: bool>(size: usize) -> *mut u8 {
@@ -654,28 +642,10 @@ unsafe fn collect_remote(pool: *mut Pool) -> u32 {
     // SAFETY: we own the pool; the taken blocks are ours.
     unsafe {
         let t = Pool::take_remote_keep_queued(pool);
-        if t.len > 0 {
-            (*t.tail).next = (*pool).free;
-            (*pool).free = t.head;
-            sub_used(pool, t.len, t.head);
-        }
-        t.len
+        let n = t.len;
+        Pool::splice(pool, t);
+        n
     }
-}
-
-/// Owner: `n` blocks came back from the remote list; `used` must not wrap (more remote frees
-/// than blocks handed out: a double free that reached the remote list twice).
-///
-/// # Safety
-/// `pool` is owned by the calling thread's heap (or an abandoned heap whose lock we hold).
-unsafe fn sub_used(pool: *mut Pool, n: u32, first: *mut Block) {
-    // SAFETY: only the owner writes `used`.
-    let u = unsafe { &(*pool).used };
-    let used = u.load(Ordering::Relaxed);
-    if used < n {
-        fault(Fault::UsedUnderflow, first.cast());
-    }
-    u.store(used - n, Ordering::Relaxed);
 }
 
 /// The calling thread's heap drains its remote queue (for the loom models).
@@ -704,12 +674,7 @@ unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
         let mut pool = (*heap).queue.swap(null_mut(), Ordering::SeqCst);
         while !pool.is_null() {
             let next = Pool::queue_link(pool).load(Ordering::Relaxed);
-            let t = Pool::take_remote_and_unqueue(pool);
-            if t.len > 0 {
-                (*t.tail).next = (*pool).free;
-                (*pool).free = t.head;
-                sub_used(pool, t.len, t.head);
-            }
+            Pool::splice(pool, Pool::take_remote_and_unqueue(pool));
             free_local_slow(heap, pool, locked.as_deref_mut());
             pool = next;
         }
@@ -919,7 +884,7 @@ fn acquire_heap() -> *mut Heap {
     let heap = {
         let mut locked = Locked::take();
         ensure_exit_key(&mut locked);
-        let reg = registry(&mut locked);
+        let reg = heap_list(&mut locked);
         if !reg.abandoned.is_null() {
             let h = reg.abandoned;
             // SAFETY: heaps on the abandoned list are live and guarded by the lock.
@@ -940,17 +905,16 @@ fn acquire_heap() -> *mut Heap {
     heap
 }
 
-fn new_heap(reg: &mut Registry) -> *mut Heap {
+fn new_heap(reg: &mut HeapList) -> *mut Heap {
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
     if reg.slab_left < size {
-        const SLAB: usize = 64 * 1024;
-        let slab = os::map_aligned(SLAB, 4096);
+        let slab = os::map_aligned(HEAP_SLAB, 4096);
         if slab.is_null() {
             return null_mut();
         }
-        crate::valgrind::hide(slab, SLAB);
+        crate::mode::hide(slab, HEAP_SLAB);
         reg.slab = slab;
-        reg.slab_left = SLAB;
+        reg.slab_left = HEAP_SLAB;
     }
     let h = reg.slab.cast::<Heap>();
     // SAFETY: the slab has `size` unused bytes at `reg.slab`, 64-aligned, ours alone.
@@ -984,7 +948,7 @@ unsafe fn abandon(heap: *mut Heap) {
     unsafe {
         drain_queue(heap, Some(&mut locked));
         give_back_empty_pools(heap, &mut locked);
-        let reg = registry(&mut locked);
+        let reg = heap_list(&mut locked);
         reg.handoffs += 1;
         (*heap).abandoned_next = reg.abandoned;
         reg.abandoned = heap;
@@ -1001,7 +965,7 @@ fn reclaim_abandoned(locked: &mut Locked) {
     if !RECLAIM.load(Ordering::Relaxed) || !RECLAIM.swap(false, Ordering::SeqCst) {
         return;
     }
-    let mut h = registry(locked).abandoned;
+    let mut h = heap_list(locked).abandoned;
     while !h.is_null() {
         // SAFETY: heaps on the abandoned list are live and touched only under the lock, which we
         // hold.
@@ -1022,25 +986,16 @@ fn reclaim_abandoned(locked: &mut Locked) {
 //   executable or library, Rust's and C's), so they are the outermost in the usual case;
 // * for handlers registered earlier still (a `.preinit_array` entry; in the preload library,
 //   constructors of libraries initialised before it), the forking thread notes itself in
-//   `FORK_OWNER`, and [`Locked::take`] lets it work under the hold it has instead of waiting for
+//   the lock's fork owner ([`crate::lock::hold_for_fork`]), and [`Locked::take`] lets it work under the hold it has instead of waiting for
 //   itself (see there why the state is consistent).
 
-/// Registers the fork handlers and creates the exit key before `main` and before the
+/// The heaps' part of process start-up: registers the fork handlers and creates the exit key.
+/// Called by the crate's start-up constructor (`crate::global`), before `main` and before the
 /// constructors of default priority (not under Miri or loom, which model no `fork()`).
 #[cfg(all(target_os = "linux", not(any(miri, loom))))]
-#[used]
-#[link_section = ".init_array.00000"]
-static EARLY_INIT: extern "C" fn() = early_init;
-
-#[cfg(all(target_os = "linux", not(any(miri, loom))))]
-extern "C" fn early_init() {
+pub(crate) fn init_process() {
     register_fork_handlers_once();
     ensure_exit_key(&mut Locked::take());
-    crate::stats::print_at_exit_if_asked();
-    #[cfg(feature = "profile")]
-    crate::profile::start_if_asked();
-    #[cfg(not(feature = "profile"))]
-    crate::env::warn_if_profile_asked();
 }
 
 fn register_fork_handlers_once() {
@@ -1058,35 +1013,13 @@ fn register_fork_handlers() {
 }
 
 #[cfg(not(any(miri, loom)))]
-global! {
-    /// `pthread_self()` of the thread that holds the arena lock for `fork()` (from its prepare
-    /// handler to its parent or child handler), else 0.
-    static FORK_OWNER: AtomicUsize = AtomicUsize::new(0);
-}
-
-/// Whether the calling thread holds the arena lock for `fork()`.
-///
-/// `Relaxed` is enough: only the holder stores its own id, and it reads its own store; any other
-/// thread reads 0 or an id that is not its own (the holder clears it before `fork()` returns, so
-/// a thread reusing a dead holder's id cannot find it there).
-#[cfg(not(any(miri, loom)))]
-pub(crate) fn fork_lock_is_mine() -> bool {
-    let owner = FORK_OWNER.load(Ordering::Relaxed);
-    // SAFETY: pthread_self has no preconditions and does not allocate.
-    owner != 0 && owner == unsafe { libc::pthread_self() } as usize
-}
-
-#[cfg(not(any(miri, loom)))]
 extern "C" fn fork_prepare() {
-    crate::arena::LOCK.lock();
-    // SAFETY: pthread_self has no preconditions.
-    FORK_OWNER.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
+    crate::lock::hold_for_fork();
 }
 
 #[cfg(not(any(miri, loom)))]
 extern "C" fn fork_parent() {
-    FORK_OWNER.store(0, Ordering::Relaxed);
-    crate::arena::LOCK.unlock();
+    crate::lock::release_after_fork();
 }
 
 #[cfg(not(any(miri, loom)))]
@@ -1095,11 +1028,11 @@ extern "C" fn fork_child() {
     // later threads in the child adopt their pools, and the blocks the child inherited can be
     // freed (they are remote frees into those pools).
     let me = current();
-    let _quiet = crate::valgrind::Quiet::new();
+    let _quiet = crate::mode::quiet();
     // SAFETY: the prepare handler took the lock in this very thread before the fork, and the
     // child has no other thread; we release it at the end.
     unsafe {
-        let reg = &mut *REGISTRY.0.get();
+        let reg = &mut *HEAP_LIST.0.get();
         let mut h = reg.all;
         while !h.is_null() {
             if h != me && !(*h).abandoned.load(Ordering::Relaxed) {
@@ -1111,8 +1044,7 @@ extern "C" fn fork_child() {
         }
     }
     RECLAIM.store(true, Ordering::Relaxed);
-    FORK_OWNER.store(0, Ordering::Relaxed);
-    crate::arena::LOCK.reset_after_fork();
+    crate::lock::reset_in_child();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1127,7 +1059,7 @@ global! {
 /// Bytes requested and not yet freed, over every heap and the orphan count (a wrapping sum:
 /// a block may be freed by another thread than the one that allocated it).
 fn total_requested(locked: &mut Locked) -> usize {
-    let reg = registry(locked);
+    let reg = heap_list(locked);
     let mut requested = ORPHAN_REQUESTED.load(Ordering::Relaxed);
     let mut h = reg.all;
     while !h.is_null() {
@@ -1157,60 +1089,48 @@ fn sample_peak(locked: &mut Locked) -> usize {
 /// (never waits for it).
 #[cold]
 pub(crate) fn sample_peak_now() {
-    let _quiet = crate::valgrind::Quiet::new();
+    let _quiet = crate::mode::quiet();
     if let Some(mut locked) = Locked::try_take() {
         sample_peak(&mut locked);
     }
 }
 
-/// Fills the arena-side fields of `stats` while holding the lock. Allocates nothing.
-pub(crate) fn collect(stats: &mut crate::stats::Stats) {
-    let mut locked = Locked::take();
-    locked.for_each_pool(|pool| {
-        // SAFETY: pool headers of mapped arenas are readable under the lock; the fields read
-        // are atomics.
-        unsafe {
-            let class = (*pool).class.load(Ordering::Relaxed);
-            let owned = !(*pool).owner.load(Ordering::Relaxed).is_null();
-            if !owned {
-                stats.free_pools += 1;
-            } else if class == NO_CLASS {
-                stats.cached_pools += 1;
-            } else {
-                let c = class as usize;
-                let used = (*pool).used.load(Ordering::Relaxed);
-                let in_use = used.saturating_sub(Pool::remote_pending(pool)) as usize;
-                let cs = &mut stats.classes[c];
-                cs.pools += 1;
-                cs.blocks_in_use += in_use;
-                cs.free_blocks += Pool::capacity(c) - in_use;
-            }
-        }
-    });
-    for c in stats.classes.iter_mut() {
-        c.bytes_in_use = c.blocks_in_use * c.block_size;
-        stats.bytes_in_blocks += c.bytes_in_use;
-    }
-    let (mapped, peak) = locked.mapped();
-    stats.arenas_mapped = mapped;
-    stats.arenas_peak = peak;
-    stats.bytes_mapped = mapped * crate::arena::ARENA_SIZE;
-    stats.bytes_mapped_peak = peak * crate::arena::ARENA_SIZE;
-    stats.bytes_requested = sample_peak(&mut locked);
-    stats.bytes_requested_peak = PEAK_REQUESTED.load(Ordering::Relaxed);
-    let reg = registry(&mut locked);
-    stats.heaps = reg.count;
-    stats.heap_handoffs = reg.handoffs;
+/// What the heap list tells [`crate::stats()`], read under the lock.
+pub(crate) struct ListCounts {
+    /// Heaps ever made.
+    pub(crate) heaps: usize,
+    /// Heaps on the abandoned list.
+    pub(crate) abandoned: usize,
+    /// Times a heap was abandoned since the process started.
+    pub(crate) handoffs: usize,
+    /// Bytes requested and not yet freed, over every heap (sampled for the peak now).
+    pub(crate) requested: usize,
+    /// The highest such total seen at a sampling point.
+    pub(crate) requested_peak: usize,
+}
+
+/// Reads the heap list's counters (and samples the peak of bytes requested). Allocates nothing.
+pub(crate) fn list_counts(locked: &mut Locked) -> ListCounts {
+    let requested = sample_peak(locked);
+    let reg = heap_list(locked);
+    let mut abandoned = 0;
     let mut h = reg.all;
     while !h.is_null() {
-        // SAFETY: registered heaps are never unmapped; their links and flag are readable under
-        // the lock.
+        // SAFETY: listed heaps are never unmapped; their links and flag are readable under the
+        // lock.
         unsafe {
             if (*h).abandoned.load(Ordering::Relaxed) {
-                stats.heaps_abandoned += 1;
+                abandoned += 1;
             }
             h = (*h).all_next;
         }
+    }
+    ListCounts {
+        heaps: reg.count,
+        abandoned,
+        handoffs: reg.handoffs,
+        requested,
+        requested_peak: PEAK_REQUESTED.load(Ordering::Relaxed),
     }
 }
 
@@ -1223,7 +1143,7 @@ pub(crate) fn collect(stats: &mut crate::stats::Stats) {
 /// memory to the OS ([`Locked::release_free_memory`]). Other live threads' heaps are left alone:
 /// only their owner may touch their lists.
 pub(crate) fn release_memory() {
-    let _quiet = crate::valgrind::Quiet::new();
+    let _quiet = crate::mode::quiet();
     let heap = current();
     if !heap.is_null() {
         // Remote frees first (this may retire pools, taking the lock itself).
@@ -1235,7 +1155,7 @@ pub(crate) fn release_memory() {
         // SAFETY: the heap is this thread's, and its pools are given back under the lock.
         unsafe { give_back_empty_pools(heap, &mut locked) };
     }
-    let mut h = registry(&mut locked).abandoned;
+    let mut h = heap_list(&mut locked).abandoned;
     while !h.is_null() {
         // SAFETY: heaps on the abandoned list are live and touched only under the lock, which we
         // hold.

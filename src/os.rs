@@ -6,7 +6,7 @@
 //! Under loom, mappings come from one fixed reservation, handed out in order and reset (and
 //! zeroed) at the start of every model execution: loom replays executions and requires them to be
 //! deterministic, and fresh `mmap` addresses differ from one execution to the next (the arena
-//! registry's control flow depends on addresses). Unmapping is then a no-op.
+//! arena map's control flow depends on addresses). Unmapping is then a no-op.
 
 /// Maps `size` bytes of zeroed, read-write memory aligned to `align` (a power of two, at least
 /// the page size, and `size` a multiple of it). Returns null when the OS refuses.
@@ -96,7 +96,7 @@ pub(crate) fn map_aligned(size: usize, align: usize) -> *mut u8 {
 #[cfg(miri)]
 pub(crate) unsafe fn unmap(p: *mut u8, size: usize) {
     use std::alloc::{GlobalAlloc, Layout, System};
-    let l = Layout::from_size_align(size, crate::arena::ARENA_SIZE).expect("arena layout");
+    let l = Layout::from_size_align(size, crate::tunables::ARENA_SIZE).expect("arena layout");
     // SAFETY: the caller hands back exactly what map_aligned produced with this layout.
     unsafe { System.dealloc(p, l) }
 }
@@ -141,11 +141,11 @@ mod loom_backing {
             let (mut base, next) = r.get();
             if base == 0 {
                 // SAFETY: a new anonymous mapping; nothing else is affected.
-                let p = unsafe { super::mmap(RESERVE + crate::arena::ARENA_SIZE) };
+                let p = unsafe { super::mmap(RESERVE + crate::tunables::ARENA_SIZE) };
                 if p.is_null() {
                     return p;
                 }
-                let a = crate::arena::ARENA_SIZE;
+                let a = crate::tunables::ARENA_SIZE;
                 base = (p.addr() + a - 1) & !(a - 1);
             }
             let start = (base + next + align - 1) & !(align - 1);

@@ -17,16 +17,11 @@
 //!   `used == 0` and the remote word is 0: then no block of it is live anywhere, so no remote free
 //!   for it can be in flight, and it can safely be reused for another size class.
 
-use crate::size_class::{block_size, GRANULE};
+use crate::size_class::{block_size, GRANULE, MAX_SMALL};
 use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use crate::tunables::{POOL_HEADER, POOL_SIZE};
 use core::ptr::null_mut;
 
-/// Size and alignment of a pool.
-pub const POOL_SIZE: usize = 16 * 1024;
-/// Bytes at the start of each pool taken by its header (a multiple of 16, so blocks are 16-aligned).
-///
-/// Under loom its atomics are bigger (they carry model-checker state), so the header is too.
-pub const POOL_HEADER: usize = if cfg!(loom) { 512 } else { 128 };
 /// Value of `class` for a pool that is not serving any class (free in its arena, or cached empty).
 pub const NO_CLASS: u8 = u8::MAX;
 
@@ -106,12 +101,21 @@ struct RemoteSide {
 }
 
 const _: () = assert!(core::mem::size_of::<Pool>() <= POOL_HEADER);
+// `granules` holds the largest block size in granules in a byte.
+const _: () = assert!(MAX_SMALL / GRANULE <= u8::MAX as usize);
 // The owner's fast-path fields share one cache line.
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64);
 
 /// Rotation of the block-boundary test: the block size's power of two is at most `2^ROT` (512).
 const ROT: u32 = 9;
+const _: () = {
+    let mut class = 0;
+    while class < crate::size_class::CLASS_COUNT {
+        assert!(block_size(class).trailing_zeros() <= ROT);
+        class += 1;
+    }
+};
 
 /// The multiplier of the block-boundary test for `class` (see [`Pool::is_block`]).
 ///
@@ -397,6 +401,43 @@ impl Pool {
         taken
     }
 
+    /// Owner: one more block handed out (the allocation fast path).
+    ///
+    /// # Safety
+    /// The pool is owned by the calling thread's heap: only the owner writes `used`.
+    #[inline(always)]
+    pub(crate) unsafe fn add_used(pool: *mut Pool) {
+        // SAFETY: per the caller, no other thread writes `used` (readers only load it).
+        let u = unsafe { &(*pool).used };
+        u.store(u.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Owner: puts blocks taken off the remote list ([`Pool::take_remote_keep_queued`],
+    /// [`Pool::take_remote_and_unqueue`]) at the front of the free list, and counts them out of
+    /// `used`. Aborts with [`Fault::UsedUnderflow`] when that would wrap (more blocks came back than
+    /// were handed out: a double free that reached the remote list twice).
+    ///
+    /// # Safety
+    /// The pool is owned by the calling thread's heap, or by an abandoned heap and the caller
+    /// holds the lock; `taken` came off this pool's remote list, so its blocks are the caller's.
+    pub(crate) unsafe fn splice(pool: *mut Pool, taken: Taken) {
+        if taken.len == 0 {
+            return;
+        }
+        // SAFETY: per the caller, the owner-side fields and the taken blocks are ours; `tail` is
+        // the last of `len > 0` blocks, so not null.
+        unsafe {
+            (*taken.tail).next = (*pool).free;
+            (*pool).free = taken.head;
+            let u = &(*pool).used;
+            let used = u.load(Ordering::Relaxed);
+            if used < taken.len {
+                fault(Fault::UsedUnderflow, taken.head.cast());
+            }
+            u.store(used - taken.len, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the remote word is entirely clear (no blocks, not queued).
     pub fn remote_idle(pool: *const Pool) -> bool {
         // SAFETY: callers pass a live pool header.
@@ -414,6 +455,131 @@ impl Pool {
         // SAFETY: pool headers live as long as the arena that holds them; callers only use the
         // reference while the pool is queued, during which it cannot be released.
         unsafe { &(*pool).remote.queue_next }
+    }
+}
+
+/// A broken invariant, found by the invariant checker (`heap::check`): which rule, and the
+/// address of the pool, arena or block where it fails. Made without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The rule that does not hold.
+    pub rule: &'static str,
+    /// Where: the address of the pool, arena, heap or block concerned.
+    pub at: usize,
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} (at {:#x})", self.rule, self.at)
+    }
+}
+
+/// `Err` with `rule` at `at` unless `ok`.
+#[inline]
+pub(crate) fn ensure(ok: bool, rule: &'static str, at: *const u8) -> Result<(), Violation> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Violation {
+            rule,
+            at: at.addr(),
+        })
+    }
+}
+
+impl Pool {
+    /// Checks the bookkeeping of a pool serving `class`: its geometry, its free list (every
+    /// block inside the pool's handed-out range, on a block boundary, carrying the owner's free
+    /// key, no cycle) and its count (`used` plus the free blocks is every block handed out, at
+    /// most the pool's capacity). The remote list is not walked (other threads push onto it).
+    ///
+    /// # Safety
+    /// `pool` is a live pool header whose owner-side fields the caller may read: owned by the
+    /// calling thread's heap, or by an abandoned heap while the lock is held.
+    pub(crate) unsafe fn check(pool: *const Pool, class: usize) -> Result<(), Violation> {
+        let at = pool.cast::<u8>();
+        let bs = block_size(class);
+        let cap = Pool::capacity(class);
+        // SAFETY: per the caller, the owner-side fields are ours to read; free blocks are blocks
+        // of the pool (checked before each is read), which the owner may read.
+        unsafe {
+            ensure(
+                usize::from((*pool).class.load(Ordering::Relaxed)) == class,
+                "pool serves another class than its list",
+                at,
+            )?;
+            let start = at.addr() + POOL_HEADER;
+            ensure(
+                (*pool).end.addr() == start + cap * bs,
+                "pool end is not after its last whole block",
+                at,
+            )?;
+            let bump = (*pool).bump.addr();
+            ensure(
+                start <= bump && bump <= (*pool).end.addr() && (bump - start) % bs == 0,
+                "pool bump pointer is off its blocks",
+                at,
+            )?;
+            ensure(
+                (*pool).check_cap as usize == cap && usize::from((*pool).granules) * GRANULE == bs,
+                "pool boundary test is not set up for its class",
+                at,
+            )?;
+            let key = (*pool).owner.load(Ordering::Relaxed).addr();
+            let mut free = 0;
+            let mut b = (*pool).free;
+            while !b.is_null() {
+                ensure(free < cap, "pool free list has a cycle", at)?;
+                let a = b.cast::<u8>();
+                ensure(
+                    a.addr() >= start && a.addr() < bump,
+                    "free block outside its pool's handed-out blocks",
+                    a,
+                )?;
+                ensure(
+                    Pool::is_block(pool, a),
+                    "free block off a block boundary",
+                    a,
+                )?;
+                ensure((*b).key == key, "free block without its pool's free key", a)?;
+                free += 1;
+                b = (*b).next;
+            }
+            let used = (*pool).used.load(Ordering::Relaxed) as usize;
+            ensure(used <= cap, "pool counts more blocks in use than it holds", at)?;
+            ensure(
+                used + free == (bump - start) / bs,
+                "pool blocks in use plus free blocks differ from blocks handed out",
+                at,
+            )
+        }
+    }
+
+    /// Checks a pool that serves no class (cached empty in a heap, or free in its arena): no
+    /// block in use, no block passes the boundary test.
+    ///
+    /// # Safety
+    /// As for [`Pool::check`], or the pool is free in its arena and the lock is held.
+    pub(crate) unsafe fn check_unassigned(pool: *const Pool) -> Result<(), Violation> {
+        let at = pool.cast::<u8>();
+        // SAFETY: per the caller.
+        unsafe {
+            ensure(
+                (*pool).class.load(Ordering::Relaxed) == NO_CLASS,
+                "pool serving no class has a class",
+                at,
+            )?;
+            ensure(
+                (*pool).check_cap == 0 && (*pool).granules == 0,
+                "pool serving no class accepts blocks",
+                at,
+            )?;
+            ensure(
+                (*pool).used.load(Ordering::Relaxed) == 0,
+                "pool serving no class has blocks in use",
+                at,
+            )
+        }
     }
 }
 

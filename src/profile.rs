@@ -71,21 +71,19 @@
 
 pub mod pprof;
 mod report;
-mod sampler;
-mod table;
+pub(crate) mod sampler;
+pub(crate) mod table;
 
+use crate::mode::{self, State};
 use crate::size_class::is_small;
-use crate::{mode, system};
+use crate::system;
 use core::alloc::Layout;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub use sampler::Crossing;
-
-/// The default mean sampling interval in bytes: 512 KiB, as gperftools' tcmalloc
-/// (`TCMALLOC_SAMPLE_PARAMETER`), jemalloc (`lg_prof_sample:19`) and Go (`runtime.MemProfileRate`).
-pub const DEFAULT_RATE: usize = 512 * 1024;
+pub use report::Site;
+pub use sampler::{Crossing, DEFAULT_RATE};
 
 /// Starts (or restarts, with a new rate) sampling: on average one allocation per `rate` bytes
 /// allocated, in every thread. Samples of an earlier profile that are still live are kept (each
@@ -128,28 +126,6 @@ pub fn stop() {
 /// Whether a profile is being taken.
 pub fn is_active() -> bool {
     sampler::SESSION.load(crate::sync::Ordering::Acquire) != 0
-}
-
-/// A place in the program that allocated memory still live, with the estimate of how much.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Site {
-    /// The allocating function, demangled (its address in hex when no symbol is known): the
-    /// innermost frame outside the allocator and the standard library's allocation machinery
-    /// (`Box::new`, `Rc::new`, `Vec` growth, ...).
-    pub function: String,
-    /// Its source file, when debug information says.
-    pub file: Option<PathBuf>,
-    /// The line of the allocating call, when debug information says.
-    pub line: Option<u32>,
-    /// Estimated live bytes allocated here.
-    pub bytes: u64,
-    /// Estimated live blocks allocated here.
-    pub blocks: u64,
-    /// Live samples behind the estimate (the fewer, the rougher).
-    pub samples: usize,
-    /// The callers of `function`, innermost first (at most 8).
-    pub callers: Vec<String>,
 }
 
 /// The sites holding live sampled memory now, biggest estimated bytes first. Empty when nothing
@@ -243,56 +219,29 @@ pub fn dump(path: impl AsRef<Path>) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 
 /// `GlobalAlloc::alloc`'s hook: true when the request's countdown crossed zero; the caller then
-/// returns [`alloc_crossed`]'s block.
+/// asks [`on_crossing`] what to do (`crate::global`'s `alloc_crossed`).
 #[inline(always)]
 pub(crate) fn crossed(size: usize) -> bool {
     sampler::crossed(size)
 }
 
-/// Serves a `GlobalAlloc` request whose countdown crossed zero: from the system allocator inside
-/// the guard, else as usual, sampling the block if it is a sample.
-#[cold]
-#[inline(never)]
-pub(crate) fn alloc_crossed(layout: Layout, zeroed: bool) -> *mut u8 {
-    match sampler::on_crossing() {
-        Crossing::Guarded => {
-            let m = mode::decide();
-            if is_small(layout.size(), layout.align())
-                && matches!(m, mode::ARENA | mode::ARENA_FALLBACK)
-            {
-                // From now on small frees check the arena map (see `on_dealloc`).
-                table::ARMED.fetch_or(table::FOREIGN, crate::sync::Ordering::AcqRel);
-                if zeroed {
-                    system::alloc_zeroed(layout)
-                } else {
-                    system::alloc(layout)
-                }
-            } else {
-                alloc_plain(layout, zeroed)
-            }
-        }
-        Crossing::Skip => alloc_plain(layout, zeroed),
-        Crossing::Sample(rate) => {
-            let p = alloc_plain(layout, zeroed);
-            record(p, layout.size(), rate);
-            p
-        }
-    }
-}
+pub(crate) use sampler::on_crossing;
 
-/// `GlobalAlloc::alloc`/`alloc_zeroed` without the hook.
-fn alloc_plain(layout: Layout, zeroed: bool) -> *mut u8 {
-    if is_small(layout.size(), layout.align()) {
-        if mode::is_arena() {
-            return if zeroed {
-                crate::heap::alloc_zeroed(layout.size())
-            } else {
-                crate::heap::alloc(layout.size())
-            };
-        }
-        return crate::alloc_small_other(layout, zeroed);
+/// A request of the profiler itself ([`Crossing::Guarded`]) on the `GlobalAlloc` path: small
+/// layouts in arena mode come from the system allocator (and from now on small frees ask the
+/// arena map, see [`on_dealloc`]); `None` for every other request, which the caller serves as
+/// usual (from the system allocator too, or in a mode where the layout routes it right).
+pub(crate) fn guarded_alloc(layout: Layout, zeroed: bool) -> Option<*mut u8> {
+    let small = is_small(layout.size(), layout.align());
+    if !(small && matches!(mode::decide(), State::Arena | State::ArenaFallback)) {
+        return None;
     }
-    crate::large_alloc(layout, zeroed)
+    table::ARMED.fetch_or(table::FOREIGN, crate::sync::Ordering::AcqRel);
+    Some(if zeroed {
+        system::alloc_zeroed(layout)
+    } else {
+        system::alloc(layout)
+    })
 }
 
 /// `GlobalAlloc::dealloc`'s hook, before the block is freed: drops the block's sample, and
@@ -336,35 +285,46 @@ fn is_foreign(ptr: *const u8, layout: Layout) -> bool {
     is_small(layout.size(), layout.align()) && mode::is_arena() && !crate::raw::owns(ptr)
 }
 
-/// `GlobalAlloc::realloc`'s hook: `Some` when it did the whole `realloc` (the caller returns
-/// that), `None` when the caller goes on as usual.
+/// What `GlobalAlloc::realloc` does after [`realloc_begin`].
+// The record travels on the stack of the (out-of-line) `realloc`: boxing it would allocate.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Realloc {
+    /// Nothing to do with the profiler: go on as usual.
+    Plain,
+    /// Done: return this block.
+    Done(*mut u8),
+    /// The block is a sample, taken out of the table: go on as usual, then hand the result to
+    /// [`realloc_end`].
+    Moving(table::Record),
+}
+
+/// `GlobalAlloc::realloc`'s hook, first thing: reallocates one of the guard's system blocks
+/// itself, and takes a sampled block's sample out of the table (to follow the block).
 ///
 /// # Safety
 /// As for `GlobalAlloc::realloc`.
-pub(crate) unsafe fn realloc_hook(
-    a: &crate::SmallArena,
-    ptr: *mut u8,
-    layout: Layout,
-    new_size: usize,
-) -> Option<*mut u8> {
-    use core::alloc::GlobalAlloc;
+pub(crate) unsafe fn realloc_begin(ptr: *mut u8, layout: Layout, new_size: usize) -> Realloc {
     let armed = table::ARMED.load(crate::sync::Ordering::Relaxed);
     if armed == 0 {
-        return None;
+        return Realloc::Plain;
     }
     if armed & table::FOREIGN != 0 && is_foreign(ptr, layout) {
         // SAFETY: one of the guard's live system blocks, with this layout (per the caller).
-        return Some(unsafe { system::realloc(ptr, layout, new_size) });
+        return Realloc::Done(unsafe { system::realloc(ptr, layout, new_size) });
     }
     if armed & table::LIVE == 0 || !table::maybe_sampled(ptr) {
-        return None;
+        return Realloc::Plain;
     }
-    let rec = table::take(ptr)?;
-    // The sample is out of the table: this call takes the usual path.
-    // SAFETY: forwarding the caller's contract.
-    let q = unsafe { a.realloc(ptr, layout, new_size) };
-    keep_sample(rec, ptr, q, new_size);
-    Some(q)
+    match table::take(ptr) {
+        Some(rec) => Realloc::Moving(rec),
+        None => Realloc::Plain,
+    }
+}
+
+/// After a `realloc` of a sampled block from `old` to `new` (null: it failed, the block stayed):
+/// the sample follows the block, with the new size.
+pub(crate) fn realloc_end(rec: table::Record, old: *mut u8, new: *mut u8, new_size: usize) {
+    keep_sample(rec, old, new, new_size);
 }
 
 /// Puts back the sample `rec` of a block `realloc` moved from `old` to `new` (null: failed, the
@@ -394,7 +354,7 @@ pub(crate) fn after_system_realloc(q: *mut u8, new_size: usize) {
 /// Records the block `p` of `size` bytes as a sample, with the calling stack.
 #[cold]
 #[inline(never)]
-fn record(p: *mut u8, size: usize, rate: usize) {
+pub(crate) fn record(p: *mut u8, size: usize, rate: usize) {
     if p.is_null() {
         return;
     }
@@ -572,46 +532,5 @@ extern "C" fn write_at_exit() {
     if LEAKS.load(Ordering::Acquire) {
         let when = format!("at exit of process {}", std::process::id());
         crate::stats::write_at_exit(&snap.leak_report(10, &when));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use core::alloc::GlobalAlloc;
-
-    /// A block sampled through the `GlobalAlloc` hooks has a record until it is freed, and the
-    /// guard's system blocks are freed to the system allocator.
-    #[test]
-    fn samples_follow_blocks_and_foreign_blocks_go_home() {
-        let a = crate::SmallArena::new();
-        start(1).unwrap(); // every allocation of more than 0 bytes is a sample
-        let layout = Layout::from_size_align(48, 8).unwrap();
-        // SAFETY: valid layouts; each block freed once with its layout.
-        unsafe {
-            let p = a.alloc(layout);
-            assert!(table::contains(p));
-            let q = a.realloc(p, layout, 4000);
-            assert!(!table::contains(p) || p == q);
-            assert!(table::contains(q), "the sample follows the block");
-            a.dealloc(q, Layout::from_size_align(4000, 8).unwrap());
-            assert!(!table::contains(q));
-            stop();
-            // Inside the guard a small request comes from libc; freed outside it, it goes back.
-            let g = sampler::Guard::enter();
-            let f = a.alloc(layout);
-            drop(g);
-            assert!(!f.is_null());
-            assert!(!crate::raw::owns(f));
-            let f = a.realloc(f, layout, 64);
-            assert!(!crate::raw::owns(f));
-            a.dealloc(f, Layout::from_size_align(64, 8).unwrap());
-            // An arena block freed inside the guard goes to the arena.
-            let b = a.alloc(layout);
-            let g = sampler::Guard::enter();
-            a.dealloc(b, layout);
-            drop(g);
-            assert!(crate::raw::owns(b));
-        }
     }
 }

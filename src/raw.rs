@@ -41,16 +41,19 @@
 //! assert!(!raw::owns(&0u8));
 //! ```
 
+use crate::mode::{self, State};
 use crate::pool::Pool;
-use crate::size_class::{block_size, class_of, GRANULE, MAX_SMALL};
-use crate::{heap, mode, registry};
+use crate::size_class::{block_size, class_of, stays_in_place, GRANULE};
+use crate::{arena_map, heap};
+
+pub use crate::tunables::{MAX_ALIGN, MAX_SMALL};
 
 /// Whether `p` points into one of smallarena's arenas, i.e. was (or could have been) returned by
 /// [`alloc`]/[`alloc_zeroed`]. Any pointer value may be asked about, including null and pointers
 /// from other allocators; lock-free, constant time, never allocates.
 #[inline(always)]
 pub fn owns(p: *const u8) -> bool {
-    registry::contains(p.addr())
+    arena_map::contains(p.addr())
 }
 
 /// The usable size of an arena block: its class's block size (16..=512). Every byte of it may be
@@ -148,6 +151,22 @@ pub fn try_alloc(size: usize) -> *mut u8 {
     heap::try_alloc_sized::<false>(class_of(size), block)
 }
 
+/// Whether the arena block `p` can hold `new_size` bytes where it is: `new_size` is at most
+/// [`MAX_SMALL`] and in the block's size class, so every byte [`usable_size`] promised stays
+/// valid. A C `realloc(p, new_size)` returns `p` unchanged when this is true; otherwise it
+/// moves the block. The rule (the same one `GlobalAlloc::realloc` follows) lives in one place.
+///
+/// A pointer that is not a live block aborts the process, as for [`usable_size`].
+///
+/// # Safety
+/// As for [`usable_size`].
+#[inline]
+pub unsafe fn resize_in_place(p: *const u8, new_size: usize) -> bool {
+    // SAFETY: per the caller.
+    let usable = unsafe { usable_size(p) };
+    stays_in_place(usable, new_size)
+}
+
 /// Frees an arena block, from any thread.
 ///
 /// Wrong frees that are cheap to tell abort the process with one line on stderr naming the fault
@@ -173,7 +192,7 @@ fn arena_class(size: usize) -> Option<usize> {
     if size > MAX_SMALL {
         return None;
     }
-    if !mode::is_arena() && !matches!(mode::decide(), mode::ARENA | mode::ARENA_FALLBACK) {
+    if !mode::is_arena() && !matches!(mode::decide(), State::Arena | State::ArenaFallback) {
         return None;
     }
     Some(class_of(size.max(1)))

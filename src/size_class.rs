@@ -4,14 +4,17 @@
 //! `(n - 1) / 16`, whose blocks are `16 * (class + 1)` bytes. Everything larger, or more strictly
 //! aligned, goes to the system allocator.
 
-/// The granularity of size classes and the alignment every block has.
-pub const GRANULE: usize = 16;
-/// The largest request served from the arena.
-pub const MAX_SMALL: usize = 512;
-/// The largest alignment the arena guarantees (every block is 16-byte aligned).
-pub const MAX_ALIGN: usize = GRANULE;
+use crate::tunables::GRANULE_SHIFT;
+pub use crate::tunables::{GRANULE, MAX_ALIGN, MAX_SMALL};
+
 /// How many size classes there are.
 pub const CLASS_COUNT: usize = MAX_SMALL / GRANULE;
+
+// `class_of` divides by a shift and keeps the result in range with a mask.
+const _: () = assert!(CLASS_COUNT.is_power_of_two());
+const _: () = assert!(CLASS_COUNT * GRANULE == MAX_SMALL);
+// A pool's `class` is a byte, with `u8::MAX` meaning none.
+const _: () = assert!(CLASS_COUNT < u8::MAX as usize);
 
 /// The class of a request of `size` bytes, for `1 <= size <= MAX_SMALL`.
 ///
@@ -19,7 +22,7 @@ pub const CLASS_COUNT: usize = MAX_SMALL / GRANULE;
 /// hold it; the result is always a valid index, so callers need no bounds check.
 #[inline(always)]
 pub const fn class_of(size: usize) -> usize {
-    (size.wrapping_sub(1) >> 4) & (CLASS_COUNT - 1)
+    (size.wrapping_sub(1) >> GRANULE_SHIFT) & (CLASS_COUNT - 1)
 }
 
 /// The block size of `class`.
@@ -32,6 +35,15 @@ pub const fn block_size(class: usize) -> usize {
 #[inline(always)]
 pub const fn is_small(size: usize, align: usize) -> bool {
     size <= MAX_SMALL && align <= MAX_ALIGN
+}
+
+/// Whether an arena block serving a request of `old_size` bytes can serve `new_size` bytes in
+/// place: `new_size` is small and falls in the same class. The one statement of `realloc`'s "same
+/// class, stay in place" rule (the global allocator, annotate mode with its redzone added to
+/// both sizes, and the preload through `raw::resize_in_place`).
+#[inline]
+pub const fn stays_in_place(old_size: usize, new_size: usize) -> bool {
+    new_size <= MAX_SMALL && class_of(old_size) == class_of(new_size)
 }
 
 #[cfg(test)]

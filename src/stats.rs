@@ -3,11 +3,64 @@
 //! straight to a file descriptor without allocating ([`Stats::write_to_fd`]), and at exit when
 //! `SMALLARENA_STATS` asks for it.
 
-use crate::pool::POOL_SIZE;
+use crate::lock::Locked;
+use crate::pool::{Pool, NO_CLASS};
 use crate::size_class::{block_size, CLASS_COUNT};
-#[cfg(not(any(miri, loom)))]
 use crate::sync::Ordering;
+use crate::tunables::{ARENA_SIZE, POOL_SIZE};
 use core::fmt;
+
+/// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
+/// allocates nothing while holding it; reads the process's resident size from the OS.
+pub fn stats() -> Stats {
+    let mut s = Stats::empty();
+    let _quiet = crate::mode::quiet();
+    collect(&mut s);
+    (s.resident_bytes, s.resident_peak_bytes) = crate::os::resident();
+    s
+}
+
+/// Fills the arena-side fields of `stats` while holding the lock: walks every pool of every
+/// mapped arena, then reads the heap list's counters. Allocates nothing.
+fn collect(stats: &mut Stats) {
+    let mut locked = Locked::take();
+    locked.for_each_pool(|pool| {
+        // SAFETY: pool headers of mapped arenas are readable under the lock; the fields read
+        // are atomics.
+        unsafe {
+            let class = (*pool).class.load(Ordering::Relaxed);
+            let owned = !(*pool).owner.load(Ordering::Relaxed).is_null();
+            if !owned {
+                stats.free_pools += 1;
+            } else if class == NO_CLASS {
+                stats.cached_pools += 1;
+            } else {
+                let c = class as usize;
+                let used = (*pool).used.load(Ordering::Relaxed);
+                let in_use = used.saturating_sub(Pool::remote_pending(pool)) as usize;
+                let cs = &mut stats.classes[c];
+                cs.pools += 1;
+                cs.blocks_in_use += in_use;
+                cs.free_blocks += Pool::capacity(c) - in_use;
+            }
+        }
+    });
+    for c in stats.classes.iter_mut() {
+        c.bytes_in_use = c.blocks_in_use * c.block_size;
+        stats.bytes_in_blocks += c.bytes_in_use;
+    }
+    let (mapped, peak) = locked.mapped();
+    stats.arenas_mapped = mapped;
+    stats.arenas_peak = peak;
+    stats.bytes_mapped = mapped * ARENA_SIZE;
+    stats.bytes_mapped_peak = peak * ARENA_SIZE;
+    let heaps = crate::heap::list_counts(&mut locked);
+    stats.bytes_requested = heaps.requested;
+    stats.bytes_requested_peak = heaps.requested_peak;
+    stats.heaps = heaps.heaps;
+    stats.heap_handoffs = heaps.handoffs;
+    stats.heaps_abandoned = heaps.abandoned;
+}
 
 /// Counters for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,7 +79,7 @@ pub struct ClassStats {
     pub bytes_in_use: usize,
 }
 
-/// A snapshot returned by [`crate::stats()`].
+/// A snapshot returned by [`stats()`].
 ///
 /// Counts are exact when no other thread is allocating; while threads run, each counter is a
 /// recent value but the set of them is not one atomic picture. New fields may be added in minor
@@ -55,7 +108,7 @@ pub struct Stats {
     pub bytes_requested: usize,
     /// The highest `bytes_requested` seen, in bytes. Sampled, not tracked on every allocation
     /// (that would cost the fast path): whenever the heaps together hold more pools than ever
-    /// before, at each system allocation of 1 MiB or more, and at every [`crate::stats()`]. A lower
+    /// before, at each system allocation of 1 MiB or more, and at every [`stats()`]. A lower
     /// bound of the true peak, close to it for programs whose peak is made of many blocks.
     pub bytes_requested_peak: usize,
     /// Bytes of the process resident in memory now (the whole process, from the OS:
@@ -128,20 +181,21 @@ impl Stats {
     /// let json = s.json().to_string();
     /// assert!(json.starts_with("{\"mode\":"));
     /// ```
-    pub fn json(&self) -> Json<'_> {
-        Json(self)
+    pub fn json(&self) -> StatsJson<'_> {
+        StatsJson(self)
     }
 
     /// Writes the snapshot to the file descriptor `fd` (2 for stderr): the table, or with
-    /// `format` [`Format::Json`] one JSON object and a newline. Allocates nothing: formats into a
+    /// `format` [`StatsFormat::Json`] one JSON object and a newline. Allocates nothing: formats
+    /// into a
     /// fixed 8 KiB stack buffer and writes it with `write(2)` as it fills, so it is safe in a
     /// process that is exiting (an `atexit` handler) and from C. Write errors are ignored.
-    pub fn write_to_fd(&self, fd: i32, format: Format) {
+    pub fn write_to_fd(&self, fd: i32, format: StatsFormat) {
         let mut w = FdWriter::new(fd);
         // The writer never fails, and `Display` of `Stats` fails only if it does.
         let _ = match format {
-            Format::Text => fmt::Write::write_fmt(&mut w, format_args!("{self}\n")),
-            Format::Json => fmt::Write::write_fmt(&mut w, format_args!("{}\n", self.json())),
+            StatsFormat::Text => fmt::Write::write_fmt(&mut w, format_args!("{self}\n")),
+            StatsFormat::Json => fmt::Write::write_fmt(&mut w, format_args!("{}\n", self.json())),
         };
         w.flush();
     }
@@ -149,7 +203,7 @@ impl Stats {
 
 /// How [`Stats::write_to_fd`] prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub enum StatsFormat {
     /// The table of [`Stats`]'s `Display`.
     Text,
     /// One JSON object ([`Stats::json`]).
@@ -162,12 +216,12 @@ pub enum Format {
 /// allocate, so no JSON library (they build strings) can be used; every value is a number except
 /// the mode's name, a fixed ASCII word.
 #[derive(Clone, Copy, Debug)]
-pub struct Json<'a>(&'a Stats);
+pub struct StatsJson<'a>(&'a Stats);
 
-impl fmt::Display for Json<'_> {
+impl fmt::Display for StatsJson<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        write!(f, "{{\"mode\":\"{}\",\"classes\":[", crate::mode::mode_name())?;
+        write!(f, "{{\"mode\":\"{}\",\"classes\":[", crate::mode::name_now())?;
         for (i, c) in s.classes.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
@@ -199,7 +253,7 @@ impl fmt::Display for Json<'_> {
             ("free_blocks", s.free_blocks()),
             ("pools_in_use", s.pools_in_use()),
             ("pool_size", POOL_SIZE),
-            ("arena_size", crate::arena::ARENA_SIZE),
+            ("arena_size", ARENA_SIZE),
             ("pid", process_id()),
         ];
         for (name, value) in fields {
@@ -379,19 +433,19 @@ extern "C" fn print_text_at_exit() {
         ),
     );
     w.flush();
-    crate::stats().write_to_fd(fd, Format::Text);
+    stats().write_to_fd(fd, StatsFormat::Text);
 }
 
 #[cfg(not(any(miri, loom)))]
 extern "C" fn print_json_at_exit() {
     if let Some(fd) = exit_fd() {
-        crate::stats().write_to_fd(fd, Format::Json);
+        stats().write_to_fd(fd, StatsFormat::Json);
     }
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "smallarena: {} mode", crate::mode::mode_name())?;
+        writeln!(f, "smallarena: {} mode", crate::mode::name_now())?;
         writeln!(f, "class   size   pools   blocks in use   free blocks")?;
         writeln!(f, "-----   ----   -----   -------------   -----------")?;
         for (i, c) in self.classes.iter().enumerate() {

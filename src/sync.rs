@@ -11,7 +11,7 @@
 //! * [`const_fn!`]: a `const fn`, or a plain `fn` (loom atomics cannot be built in const context);
 //! * [`spin_wait`]: `sched_yield`, or `loom::thread::yield_now` (so loom sees the spinning).
 //!
-//! The spin lock guards only slow paths (arena bookkeeping, the heap registry); the allocation and
+//! The spin lock guards only slow paths (arena bookkeeping, the heap list); the allocation and
 //! free fast paths never take it.
 
 #[cfg(not(loom))]

@@ -10,6 +10,12 @@
 //! `__libc_calloc`, `__libc_realloc`, `__libc_free` and `__libc_memalign` instead, so they cannot
 //! resolve back to the library's exported `malloc` and recurse. Only glibc exports those names:
 //! on any other libc (musl, bionic, the BSDs) the feature is a compile-time error.
+//!
+//! The preload serves large requests from glibc itself, but it still reaches this module: when
+//! the OS refuses a new arena, the heap serves a small request here instead (the arena fallback,
+//! `heap::out_of_arena`), and `raw::alloc` takes that path too. Without the feature that `malloc`
+//! would be the preload's own, which would find the arena still unable to grow and come back
+//! here, without end.
 
 use core::alloc::Layout;
 use core::ptr::null_mut;

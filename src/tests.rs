@@ -1,10 +1,14 @@
 //! Unit tests of the pool, heap and arena logic, driven through the crate-internal entry points
 //! (no `#[global_allocator]`), small enough to run under Miri:
 //! `cargo +nightly miri test --lib`. Each test uses its own size classes, so tests running in
-//! parallel do not disturb each other's per-class counters.
+//! parallel do not disturb each other's per-class counters. Every allocation and free goes
+//! through [`alloc`], [`alloc_zeroed`] and [`free`] here, which run the invariant checker
+//! (`heap::check`) after each step.
 
 use crate::heap;
-use crate::pool::{Pool, POOL_HEADER, POOL_SIZE};
+use crate::heap::check::check_current;
+use crate::pool::Pool;
+use crate::tunables::{POOL_HEADER, POOL_SIZE};
 use crate::size_class::{block_size, class_of};
 use std::collections::HashSet;
 
@@ -14,6 +18,41 @@ struct Ptr(*mut u8);
 // SAFETY: the allocator's blocks may be freed from any thread; the tests never share one block
 // between two threads at once.
 unsafe impl Send for Ptr {}
+
+/// Runs the invariant checker; a violation fails the test with the rule and the address.
+#[track_caller]
+fn check() {
+    if let Err(v) = check_current() {
+        panic!("invariant broken: {v}");
+    }
+}
+
+/// `heap::alloc`, then the checker.
+#[track_caller]
+fn alloc(size: usize) -> *mut u8 {
+    let p = heap::alloc(size);
+    check();
+    p
+}
+
+/// `heap::alloc_zeroed`, then the checker.
+#[track_caller]
+fn alloc_zeroed(size: usize) -> *mut u8 {
+    let p = heap::alloc_zeroed(size);
+    check();
+    p
+}
+
+/// `heap::free`, then the checker.
+///
+/// # Safety
+/// As for `heap::free`.
+#[track_caller]
+unsafe fn free(p: *mut u8, size: usize) {
+    // SAFETY: per the caller.
+    unsafe { heap::free(p, size) };
+    check();
+}
 
 fn in_use(class: usize) -> usize {
     crate::stats().classes[class].blocks_in_use
@@ -38,7 +77,7 @@ fn blocks_are_distinct_aligned_and_inside_their_pool() {
     let mut seen = HashSet::new();
     let mut blocks = Vec::with_capacity(n);
     for i in 0..n {
-        let p = heap::alloc(size);
+        let p = alloc(size);
         assert!(!p.is_null());
         assert_eq!(p as usize % 16, 0);
         let pool = Pool::of(p) as usize;
@@ -56,7 +95,7 @@ fn blocks_are_distinct_aligned_and_inside_their_pool() {
         let s = unsafe { core::slice::from_raw_parts(p, size) };
         assert!(s.iter().all(|&b| b == i as u8), "block {i} was overwritten");
         // SAFETY: allocated above with this size, freed once.
-        unsafe { heap::free(p, size) };
+        unsafe { free(p, size) };
     }
     assert_eq!(in_use(class), base);
 }
@@ -64,20 +103,20 @@ fn blocks_are_distinct_aligned_and_inside_their_pool() {
 #[test]
 fn freed_blocks_are_reused_lifo_on_the_owning_thread() {
     let size = 40; // class 2
-    let a = heap::alloc(size);
-    let b = heap::alloc(size);
+    let a = alloc(size);
+    let b = alloc(size);
     // SAFETY: live blocks of this size.
     unsafe {
-        heap::free(a, size);
-        heap::free(b, size);
+        free(a, size);
+        free(b, size);
     }
-    let c = heap::alloc(size);
-    let d = heap::alloc(size);
+    let c = alloc(size);
+    let d = alloc(size);
     assert_eq!((c, d), (b, a));
     // SAFETY: live blocks of this size.
     unsafe {
-        heap::free(c, size);
-        heap::free(d, size);
+        free(c, size);
+        free(d, size);
     }
 }
 
@@ -87,7 +126,7 @@ fn zeroed_allocation_after_dirty_reuse() {
     let n = count(class_of(size));
     let dirty: Vec<*mut u8> = (0..n)
         .map(|_| {
-            let p = heap::alloc(size);
+            let p = alloc(size);
             // SAFETY: ours, `size` bytes.
             unsafe { p.write_bytes(0xEE, size) };
             p
@@ -95,9 +134,9 @@ fn zeroed_allocation_after_dirty_reuse() {
         .collect();
     for &p in &dirty {
         // SAFETY: live, this size.
-        unsafe { heap::free(p, size) };
+        unsafe { free(p, size) };
     }
-    let clean: Vec<*mut u8> = (0..n).map(|_| heap::alloc_zeroed(size)).collect();
+    let clean: Vec<*mut u8> = (0..n).map(|_| alloc_zeroed(size)).collect();
     for &p in &clean {
         // SAFETY: ours.
         let s = unsafe { core::slice::from_raw_parts(p, size) };
@@ -105,7 +144,7 @@ fn zeroed_allocation_after_dirty_reuse() {
     }
     for p in clean {
         // SAFETY: live, this size.
-        unsafe { heap::free(p, size) };
+        unsafe { free(p, size) };
     }
 }
 
@@ -118,7 +157,7 @@ fn remote_frees_come_back_exactly_once() {
     let class = class_of(size);
     let base = in_use(class);
     let n = count(class);
-    let blocks: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+    let blocks: Vec<Ptr> = (0..n).map(|_| Ptr(alloc(size))).collect();
     let pools_at_peak = crate::stats().classes[class].pools;
     let halves: Vec<Vec<Ptr>> = blocks.chunks(n.div_ceil(2)).map(|c| c.to_vec()).collect();
     let handles: Vec<_> = halves
@@ -127,7 +166,7 @@ fn remote_frees_come_back_exactly_once() {
             std::thread::spawn(move || {
                 for p in half {
                     // SAFETY: each block is freed by exactly one thread, once.
-                    unsafe { heap::free(p.0, size) };
+                    unsafe { free(p.0, size) };
                 }
             })
         })
@@ -136,7 +175,7 @@ fn remote_frees_come_back_exactly_once() {
         h.join().unwrap();
     }
     assert_eq!(in_use(class), base, "remote frees not counted");
-    let again: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+    let again: Vec<Ptr> = (0..n).map(|_| Ptr(alloc(size))).collect();
     let set: HashSet<Ptr> = again.iter().copied().collect();
     assert_eq!(set.len(), n, "a block was handed out twice");
     let s = crate::stats();
@@ -149,7 +188,7 @@ fn remote_frees_come_back_exactly_once() {
     );
     for p in again {
         // SAFETY: live, this size.
-        unsafe { heap::free(p.0, size) };
+        unsafe { free(p.0, size) };
     }
     assert_eq!(in_use(class), base);
 }
@@ -163,7 +202,7 @@ fn blocks_of_exited_threads_are_freed_and_reclaimed() {
     let base = in_use(class);
     let n = count(class);
     let left: Vec<Ptr> = std::thread::spawn(move || {
-        let v: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc(size))).collect();
+        let v: Vec<Ptr> = (0..n).map(|_| Ptr(alloc(size))).collect();
         for &p in &v {
             // SAFETY: ours, `size` bytes.
             unsafe { p.0.write_bytes(0x5A, size) };
@@ -178,7 +217,7 @@ fn blocks_of_exited_threads_are_freed_and_reclaimed() {
         let s = unsafe { core::slice::from_raw_parts(p.0, size) };
         assert!(s.iter().all(|&b| b == 0x5A));
         // SAFETY: freed once, by us.
-        unsafe { heap::free(p.0, size) };
+        unsafe { free(p.0, size) };
     }
     assert_eq!(in_use(class), base);
     // A later thread's exit (or its pool refill) drains the abandoned heap's queue. Another
@@ -187,9 +226,9 @@ fn blocks_of_exited_threads_are_freed_and_reclaimed() {
     let mut pools = usize::MAX;
     for _ in 0..200 {
         std::thread::spawn(move || {
-            let p = heap::alloc(size);
+            let p = alloc(size);
             // SAFETY: live, this size.
-            unsafe { heap::free(p, size) };
+            unsafe { free(p, size) };
         })
         .join()
         .unwrap();
@@ -206,12 +245,68 @@ fn blocks_of_exited_threads_are_freed_and_reclaimed() {
 
 #[test]
 fn stats_display_is_a_readable_table() {
-    let p = heap::alloc(500);
+    let p = alloc(500);
     let text = crate::stats().to_string();
     assert!(text.contains("class"), "{text}");
     assert!(text.contains("arenas mapped"), "{text}");
     // SAFETY: live, this size.
-    unsafe { heap::free(p, 500) };
+    unsafe { free(p, 500) };
+}
+
+/// The arena map finds arena blocks (and answers "not ours" for other memory).
+#[test]
+fn arena_blocks_are_found_and_foreign_memory_is_not() {
+    let p = alloc(56); // class 3, which no other unit test uses
+    assert!(!p.is_null());
+    assert!(crate::arena_map::contains(p.addr()));
+    assert!(crate::raw::owns(p));
+    // SAFETY: `p` is a live block of class 3 (64 bytes).
+    assert_eq!(unsafe { crate::raw::usable_size(p) }, 64);
+    let on_heap = Box::new([0u8; 64]);
+    let on_stack = 0u64;
+    assert!(!crate::arena_map::contains(on_heap.as_ptr().addr()));
+    assert!(!crate::arena_map::contains(core::ptr::addr_of!(on_stack).addr()));
+    assert!(!crate::arena_map::contains(0));
+    // SAFETY: `p` came from alloc(56) and is freed once.
+    unsafe { free(p, 56) };
+}
+
+/// The checker finds a broken pool: a free-list pointer off a block boundary, then a free
+/// list that loops, each reported with its rule and nothing else disturbed once repaired.
+#[test]
+fn the_checker_reports_a_corrupted_free_list() {
+    let size = 360; // class 22, which no other unit test uses
+    let a = alloc(size);
+    let b = alloc(size);
+    // SAFETY: a live block of this size, freed once: it heads its pool's free list now.
+    unsafe { free(a, size) };
+    let pool = Pool::of(a);
+    // SAFETY: the pool is owned by this thread's heap, whose owner-side fields only this thread
+    // touches; every change is undone before the next allocation or free.
+    unsafe {
+        assert_eq!((*pool).free, a.cast());
+        (*pool).free = a.add(8).cast();
+        let v = check_current().expect_err("a free block off its boundary passed");
+        assert_eq!(v.rule, "free block off a block boundary");
+        assert_eq!(v.at, a.addr() + 8);
+        (*pool).free = a.cast();
+        check();
+        let next = (*a.cast::<crate::pool::Block>()).next;
+        (*a.cast::<crate::pool::Block>()).next = a.cast();
+        let v = check_current().expect_err("a looping free list passed");
+        assert_eq!(v.rule, "pool free list has a cycle");
+        (*a.cast::<crate::pool::Block>()).next = next;
+        check();
+        // A count that disagrees with the free list.
+        (*pool).used.store(7, crate::sync::Ordering::Relaxed);
+        let v = check_current().expect_err("a wrong count passed");
+        assert_eq!(
+            v.rule,
+            "pool blocks in use plus free blocks differ from blocks handed out"
+        );
+        (*pool).used.store(1, crate::sync::Ordering::Relaxed);
+        free(b, size);
+    }
 }
 
 /// smallarena's fork handlers are the outermost ones: handlers registered from a constructor of
@@ -230,7 +325,7 @@ mod fork_order {
 
     fn record(bit: u8) {
         RAN.fetch_or(bit, Ordering::Relaxed);
-        if crate::heap::fork_lock_is_mine() {
+        if crate::lock::fork_lock_is_mine() {
             INSIDE.fetch_or(bit, Ordering::Relaxed);
         }
     }
@@ -279,5 +374,48 @@ mod fork_order {
             0,
             "a handler ran inside smallarena's"
         );
+    }
+}
+
+/// The profiler's hooks in `GlobalAlloc` (feature `profile`).
+#[cfg(feature = "profile")]
+mod profile {
+    use crate::profile::{sampler, start, stop, table};
+    use core::alloc::{GlobalAlloc, Layout};
+
+    /// A block sampled through the `GlobalAlloc` hooks has a record until it is freed, and its
+    /// record follows it through `realloc`; the guard's system blocks are freed to the system
+    /// allocator, and an arena block freed inside the guard goes to the arena.
+    #[test]
+    fn samples_follow_blocks_and_foreign_blocks_go_home() {
+        let a = crate::SmallArena::new();
+        start(1).unwrap(); // every allocation of more than 0 bytes is a sample
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: valid layouts; each block freed once with its layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(table::contains(p));
+            let q = a.realloc(p, layout, 4000);
+            assert!(!table::contains(p) || p == q);
+            assert!(table::contains(q), "the sample follows the block");
+            a.dealloc(q, Layout::from_size_align(4000, 8).unwrap());
+            assert!(!table::contains(q));
+            stop();
+            // Inside the guard a small request comes from libc; freed outside it, it goes back.
+            let g = sampler::Guard::enter();
+            let f = a.alloc(layout);
+            drop(g);
+            assert!(!f.is_null());
+            assert!(!crate::raw::owns(f));
+            let f = a.realloc(f, layout, 64);
+            assert!(!crate::raw::owns(f));
+            a.dealloc(f, Layout::from_size_align(64, 8).unwrap());
+            // An arena block freed inside the guard goes to the arena.
+            let b = a.alloc(layout);
+            let g = sampler::Guard::enter();
+            a.dealloc(b, layout);
+            drop(g);
+            assert!(crate::raw::owns(b));
+        }
     }
 }

@@ -1,43 +1,20 @@
-//! Everything smallarena says to Valgrind, in one place: detection, and the annotate mode that
-//! keeps the arena but describes every block to memcheck.
+//! Every client request smallarena makes to Valgrind, in one place and nothing else: hooks only,
+//! in the manner of mimalloc's `track.h`. Nothing here allocates, calls into the allocator, or
+//! knows which mode the process is in; the callers decide when a hook applies (the allocator's
+//! rooms go through [`crate::mode::hide`] and [`crate::mode::quiet`], which act only in annotate
+//! mode, and the annotate-mode allocator in [`crate::annotate`] calls the block hooks).
 //!
 //! The client requests are issued by the hand-written [`client`] module (inline assembly, no
 //! dependency). With the `valgrind` cargo feature (on by default) on x86_64 and aarch64 Linux they
 //! are compiled in; without the feature, on other targets, and under Miri every request here is a
 //! no-op and [`running_on_valgrind`] is false, so auto mode always means `Arena`. None of these
-//! functions is on the arena-mode fast path: the allocator reaches them only when the mode byte
-//! says `System` or `Annotate`.
+//! functions is on the arena-mode fast path.
 //!
-//! ## Annotate mode
-//! * A block handed out is described with `MALLOCLIKE_BLOCK` (the requested size, zeroed for
-//!   `alloc_zeroed`); a free is `FREELIKE_BLOCK`; an in-place `realloc` is `RESIZEINPLACE_BLOCK`.
-//! * Every small request takes [`REDZONE`] more bytes from its size class, so the bytes right after
-//!   a block are never another live block: an overrun lands in no-access memory and is reported.
-//!   Requests too big for that go to libc, whose blocks memcheck tracks itself.
-//! * Arenas (pool headers, free blocks, unused space) and heap structures are marked no-access when
-//!   mapped. The allocator's own touches of them happen inside [`Quiet`] (error reporting off for
-//!   the calling thread), so only the program's accesses are reported.
-//! * A free of a block memcheck considers not addressable (a double free, or a pointer that is not
-//!   a live block) is reported by `FREELIKE_BLOCK` and then *not* performed, so the arena's free
-//!   lists are not corrupted and the run goes on to report further errors.
-//! * Freed blocks wait in a bounded FIFO [`quarantine`] (no-access, already `FREELIKE_BLOCK`ed)
-//!   before the heap may hand them out again, as with memcheck's own `--freelist-vol` and
-//!   jemalloc 3.x's quarantine: a use-after-free read or a double free through a stale pointer is
-//!   still reported at the faulty access, with its stack, after the program allocated more blocks
-//!   of the class, and the block's next owner is never blamed for it. The budget is
-//!   `SMALLARENA_QUARANTINE_MB` MiB (a whole number; default 20, memcheck's `--freelist-vol`
-//!   default; `0` disables the quarantine), counted in whole blocks; past it the oldest blocks go
-//!   back to the heap (to their pool's owner, as a remote free when another thread owns it).
-//!   The queue is threaded through the blocks themselves (it allocates nothing) and guarded by
-//!   the arena lock. Nothing is drained at thread or process exit.
-
-use core::alloc::Layout;
-
-/// Extra bytes each small request takes in annotate mode, kept no-access after the block.
-pub(crate) const REDZONE: usize = 16;
+//! Which entry points quiet memcheck ([`Quiet`]): every path that touches the allocator's own
+//! no-access memory in annotate mode: the annotate allocator around its heap calls, the heap's
+//! accounting and exit paths, `stats()` and `collect()`.
 
 mod client;
-mod quarantine;
 
 /// smallarena's requests, each a thin wrapper over [`client::request`] with the arguments
 /// `valgrind.h` and `memcheck.h` document. Natively, or where requests are compiled out, each is
@@ -102,22 +79,46 @@ pub(crate) fn running_on_valgrind() -> bool {
     req::running()
 }
 
-/// Marks allocator-owned memory no-access (annotate mode only; a no-op otherwise).
-pub(crate) fn hide(p: *mut u8, len: usize) {
-    if crate::mode::is_annotate() {
-        req::no_access(p, len);
-    }
+/// `VALGRIND_MAKE_MEM_NOACCESS(p, len)`: the program may not touch `p..p+len`.
+#[inline]
+pub(crate) fn no_access(p: *mut u8, len: usize) {
+    req::no_access(p, len);
+}
+
+/// `VALGRIND_MALLOCLIKE_BLOCK`: `size` bytes at `p` are a new heap block (zeroed if `zeroed`).
+#[inline]
+pub(crate) fn malloclike(p: *mut u8, size: usize, zeroed: bool) {
+    req::malloclike(p, size, zeroed);
+}
+
+/// `VALGRIND_FREELIKE_BLOCK`: the heap block at `p` is freed (memcheck reports a double or
+/// invalid free here, with the stack).
+#[inline]
+pub(crate) fn freelike(p: *mut u8) {
+    req::freelike(p);
+}
+
+/// `VALGRIND_RESIZEINPLACE_BLOCK`: the block at `p` now has `new` bytes instead of `old`.
+#[inline]
+pub(crate) fn resize_in_place(p: *mut u8, old: usize, new: usize) {
+    req::resize_in_place(p, old, new);
+}
+
+/// Whether memcheck considers `p..p+len` addressable (`VALGRIND_CHECK_MEM_IS_ADDRESSABLE`, which
+/// itself reports an error when not; call it inside a [`Quiet`] to ask silently). True natively.
+#[inline]
+pub(crate) fn addressable(p: *mut u8, len: usize) -> bool {
+    req::addressable(p, len)
 }
 
 /// Turns memcheck's error reporting off for the calling thread while the allocator touches its
-/// own no-access memory; back on when dropped. Nests. Does nothing outside annotate mode.
+/// own no-access memory; back on when dropped. Nests. Does nothing when made with `false`.
 pub(crate) struct Quiet(bool);
 
 impl Quiet {
-    /// Quiet if the process is in annotate mode.
+    /// Quiet if `on` (the caller knows whether annotate mode is in force).
     #[inline]
-    pub(crate) fn new() -> Quiet {
-        let on = crate::mode::is_annotate();
+    pub(crate) fn new(on: bool) -> Quiet {
         if on {
             req::quiet_begin();
         }
@@ -132,108 +133,4 @@ impl Drop for Quiet {
             req::quiet_end();
         }
     }
-}
-
-/// Whether a request is served by the arena in annotate mode (room left for the redzone).
-#[inline]
-pub(crate) fn annotated_small(size: usize, align: usize) -> bool {
-    crate::size_class::is_small(size + REDZONE, align)
-}
-
-/// Annotate mode: an arena block for a small request, described to memcheck.
-pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
-    let size = layout.size();
-    let p = {
-        let _q = Quiet::new();
-        let p = if zeroed {
-            crate::heap::alloc_zeroed(size + REDZONE)
-        } else {
-            crate::heap::alloc(size + REDZONE)
-        };
-        if !p.is_null() {
-            // The heap counted size + REDZONE as requested; the caller asked for `size`.
-            crate::heap::account(REDZONE.wrapping_neg());
-        }
-        p
-    };
-    if !p.is_null() {
-        req::malloclike(p, size, zeroed);
-    }
-    p
-}
-
-/// Annotate mode: frees an arena block: described to memcheck as freed at once, then held in the
-/// [`quarantine`] (when it is enabled) before the heap may hand it out again.
-///
-/// # Safety
-/// As for `GlobalAlloc::dealloc` with a layout that [`annotated_small`] accepts.
-pub(crate) unsafe fn free(p: *mut u8, layout: Layout) {
-    let size = layout.size();
-    let live = {
-        let _q = Quiet::new();
-        req::addressable(p, size)
-    };
-    // Reports a double or invalid free (with the stack) when the block is not live: one freed
-    // earlier is no-access until it leaves the quarantine, so a stale pointer's free is caught.
-    req::freelike(p);
-    if !live {
-        return;
-    }
-    let _q = Quiet::new();
-    let budget = quarantine::budget();
-    if budget == 0 {
-        // SAFETY: per the caller, a live arena block of this size.
-        unsafe { release(p, size) };
-        return;
-    }
-    // The program's bytes are gone now; the block's are counted again when it leaves.
-    crate::heap::account(size.wrapping_neg());
-    let chain = {
-        let mut locked = crate::arena::Locked::take();
-        // SAFETY: a live annotated block (so at least 32 bytes, 16-byte aligned, room for a
-        // `Link`), freed once (a second free finds it no-access and returns above), and ours
-        // until the queue gives it back.
-        unsafe { quarantine::queue(&mut locked).push(p.cast(), size, budget) }
-    };
-    // Given back outside the lock: `heap::free` may take it.
-    let mut link = chain;
-    while !link.is_null() {
-        // SAFETY: a block of the chain the push returned, visited once, before it is freed.
-        let (next, size) = unsafe { quarantine::unlink(link) };
-        crate::heap::account(size);
-        // SAFETY: a block the program freed (a live arena block of this size until then),
-        // which only the quarantine held since.
-        unsafe { release(link.cast(), size) };
-        link = next;
-    }
-}
-
-/// Gives an annotated block back to the heap (inside a [`Quiet`] section: the block is no-access).
-///
-/// # Safety
-/// `p` is an arena block of an annotated `size`-byte request that the program freed and nobody
-/// else frees.
-unsafe fn release(p: *mut u8, size: usize) {
-    crate::heap::account(REDZONE);
-    // SAFETY: per the caller, an arena block of this (redzone-extended) size, freed once.
-    unsafe { crate::heap::free(p, size + REDZONE) };
-}
-
-/// Annotate mode: `realloc` of an arena block, in place when the class allows it.
-///
-/// # Safety
-/// As for `GlobalAlloc::realloc`; `layout` is accepted by [`annotated_small`].
-pub(crate) unsafe fn realloc_in_place(p: *mut u8, layout: Layout, new_size: usize) -> bool {
-    let small = annotated_small(new_size, layout.align());
-    let same = small
-        && crate::size_class::class_of(layout.size() + REDZONE)
-            == crate::size_class::class_of(new_size + REDZONE);
-    if same {
-        {
-            let _q = Quiet::new();
-            crate::heap::account(new_size.wrapping_sub(layout.size()));
-        }
-        req::resize_in_place(p, layout.size(), new_size);
-    }
-    same
 }

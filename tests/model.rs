@@ -1,7 +1,8 @@
 //! Model-based property test: random programs of alloc / alloc_zeroed / free / realloc, run
 //! against the allocator and against a plain model of what each live block must hold. After every
 //! step each live block still carries its pattern; at the end, the allocator's own per-class
-//! counters moved by exactly what the model says is live.
+//! counters moved by exactly what the model says is live, and its invariants hold
+//! (`smallarena::check_invariants`).
 //!
 //! The counters are process-wide, so this test runs without libtest's harness (`harness = false`
 //! in `Cargo.toml`): under the harness, the main thread allocates while the test runs (the first
@@ -172,5 +173,9 @@ fn allocator_matches_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
         unsafe { GLOBAL.dealloc(b.ptr, b.layout) };
     }
     prop_assert_eq!(in_use_by_class(), before);
+    // The allocator's own invariants (this thread's heap, the abandoned heaps, the arenas).
+    if let Err(v) = smallarena::check_invariants() {
+        return Err(TestCaseError::fail(format!("invariant broken: {v}")));
+    }
     Ok(())
 }

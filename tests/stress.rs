@@ -1,5 +1,6 @@
 //! Multi-threaded stress: random small sizes, a share of blocks freed on other threads, every
-//! block pattern-checked on free, and afterwards every block accounted for in `stats()`.
+//! block pattern-checked on free, and afterwards every block accounted for in `stats()` and the
+//! allocator's invariants checked (`smallarena::check_invariants`).
 
 mod common;
 use common::{check, fill, Rng};
@@ -32,6 +33,10 @@ fn stress_cross_thread_frees_and_stats() {
     let before = smallarena::stats();
     let crossed = round(1);
     let after = smallarena::stats();
+    // The main thread's heap, every heap the workers abandoned, the arenas.
+    if let Err(v) = smallarena::check_invariants() {
+        panic!("invariant broken: {v}");
+    }
     println!("{after}");
     println!("stress: {THREADS} threads x {OPS} ops, {crossed} blocks freed on another thread");
     assert!(crossed > 10_000);

@@ -18,7 +18,9 @@
 //! `__libc_pvalloc`. They are ordinary dynamic symbols bound by the loader, so nothing is looked
 //! up (and nothing allocated) at start-up, and the library works from the first allocation the
 //! loader or libc makes. smallarena itself is built with its `libc-internal` feature, so its own
-//! system-allocator calls use the same aliases. The one function glibc exports no alias for,
+//! system-allocator calls use the same aliases (it makes them when the OS refuses a new arena:
+//! a small request is then served by glibc, and through our own `malloc` it would come back to
+//! the arena that cannot grow). The one function glibc exports no alias for,
 //! `malloc_usable_size`, is looked up with `dlvsym` the first time it is asked about a glibc
 //! block (long after start-up; `dlvsym` may allocate, which re-enters our `malloc`, not
 //! `malloc_usable_size`).
@@ -80,15 +82,14 @@
 //! byte `malloc_usable_size` promised survives a `realloc`). A `realloc` of a glibc block stays
 //! in glibc (`__libc_realloc`), as pymalloc does with foreign blocks.
 
-#![warn(missing_docs)]
-
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
+use libc::{__errno_location, dlvsym, EINVAL, ENOMEM, RTLD_NEXT};
 use smallarena::profile::hooks::{self, Crossing};
-use smallarena::raw;
-use smallarena::size_class::{class_of, MAX_ALIGN, MAX_SMALL};
+use smallarena::raw::{self, MAX_ALIGN};
 
+// glibc's internal aliases of its allocator, which the `libc` crate does not declare.
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
     fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
@@ -97,13 +98,7 @@ extern "C" {
     fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
     fn __libc_valloc(size: usize) -> *mut c_void;
     fn __libc_pvalloc(size: usize) -> *mut c_void;
-    fn __errno_location() -> *mut c_int;
-    fn dlvsym(handle: *mut c_void, symbol: *const c_char, version: *const c_char) -> *mut c_void;
 }
-
-const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
-const ENOMEM: c_int = 12;
-const EINVAL: c_int = 22;
 
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno, always valid.
@@ -334,10 +329,11 @@ unsafe fn realloc_plain(p: *mut c_void, size: usize) -> *mut c_void {
         return null_mut();
     }
     // SAFETY: a live arena block.
-    let usable = unsafe { raw::usable_size(p.cast()) };
-    if size <= MAX_SMALL && class_of(size) == class_of(usable) {
+    if unsafe { raw::resize_in_place(p.cast(), size) } {
         return p;
     }
+    // SAFETY: a live arena block.
+    let usable = unsafe { raw::usable_size(p.cast()) };
     // SAFETY: forwarding.
     let q = unsafe { malloc(size) };
     if !q.is_null() {
@@ -497,9 +493,9 @@ pub extern "C" fn smallarena_collect() {
 #[no_mangle]
 pub extern "C" fn smallarena_stats_print(fd: c_int, json: c_int) {
     let format = if json != 0 {
-        smallarena::stats::Format::Json
+        smallarena::StatsFormat::Json
     } else {
-        smallarena::stats::Format::Text
+        smallarena::StatsFormat::Text
     };
     smallarena::stats().write_to_fd(fd, format);
 }

@@ -5,9 +5,34 @@
 //! its lock.
 
 use super::pprof;
+use super::sampler;
 use super::table::{self, Record};
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
+
+/// A place in the program that allocated memory still live, with the estimate of how much.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Site {
+    /// The allocating function, demangled (its address in hex when no symbol is known): the
+    /// innermost frame outside the allocator and the standard library's allocation machinery
+    /// (`Box::new`, `Rc::new`, `Vec` growth, ...).
+    pub function: String,
+    /// Its source file, when debug information says.
+    pub file: Option<PathBuf>,
+    /// The line of the allocating call, when debug information says.
+    pub line: Option<u32>,
+    /// Estimated live bytes allocated here.
+    pub bytes: u64,
+    /// Estimated live blocks allocated here.
+    pub blocks: u64,
+    /// Live samples behind the estimate (the fewer, the rougher).
+    pub samples: usize,
+    /// The callers of `function`, innermost first (at most 8).
+    pub callers: Vec<String>,
+}
+
 
 /// One function a return address lies in (several for inlined calls).
 #[derive(Clone, Debug)]
@@ -141,7 +166,7 @@ impl Snapshot {
             symbols,
             live,
             dropped,
-            rate: super::sampler::RATE.load(crate::sync::Ordering::Relaxed),
+            rate: sampler::RATE.load(crate::sync::Ordering::Relaxed),
         }
     }
 
@@ -289,10 +314,10 @@ impl Snapshot {
     /// and the standard library's allocation machinery (its line that holds the most), biggest
     /// estimated bytes first. Stacks made of the runtime alone (no function of the program: the
     /// Rust runtime's start-up allocations that live until exit) are left out.
-    pub(crate) fn sites(&self) -> Vec<super::Site> {
+    pub(crate) fn sites(&self) -> Vec<Site> {
         // (site, its bytes per line) by (function, file).
         type Key = (String, Option<String>);
-        let mut by_site: HashMap<Key, (super::Site, HashMap<Option<u32>, f64>)> = HashMap::new();
+        let mut by_site: HashMap<Key, (Site, HashMap<Option<u32>, f64>)> = HashMap::new();
         for s in &self.stacks {
             let frames = self.frames(s);
             if frames
@@ -310,7 +335,7 @@ impl Snapshot {
             };
             let key = (site.name.clone(), site.file.clone());
             let (e, lines) = by_site.entry(key).or_insert_with(|| {
-                let site = super::Site {
+                let site = Site {
                     function: site.name.clone(),
                     file: site.file.clone().map(Into::into),
                     line: site.line,
@@ -331,7 +356,7 @@ impl Snapshot {
             e.samples += s.samples;
             *lines.entry(site.line).or_insert(0.0) += s.bytes;
         }
-        let mut sites: Vec<super::Site> = by_site
+        let mut sites: Vec<Site> = by_site
             .into_values()
             .map(|(mut site, lines)| {
                 if let Some((line, _)) = lines.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) {

@@ -25,6 +25,10 @@
 use crate::sync::{tls_ptr, AtomicUsize, Ordering};
 use core::cell::Cell;
 
+/// The default mean sampling interval in bytes: 512 KiB, as gperftools' tcmalloc
+/// (`TCMALLOC_SAMPLE_PARAMETER`), jemalloc (`lg_prof_sample:19`) and Go (`runtime.MemProfileRate`).
+pub const DEFAULT_RATE: usize = 512 * 1024;
+
 /// The countdown while profiling is off, in bytes.
 pub(crate) const IDLE_INTERVAL: usize = 1 << 20;
 
@@ -32,7 +36,7 @@ pub(crate) const IDLE_INTERVAL: usize = 1 << 20;
 pub(crate) static SESSION: AtomicUsize = AtomicUsize::new(0);
 /// The mean number of bytes between samples of the running profile (written before
 /// [`SESSION`], read after it).
-pub(crate) static RATE: AtomicUsize = AtomicUsize::new(super::DEFAULT_RATE);
+pub(crate) static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
 
 tls_ptr! {
     /// Bytes this thread may still allocate before its next sample point, as the address bits of

@@ -10,22 +10,22 @@
 //!
 //! ## Storage
 //! The queue allocates nothing: it is an intrusive FIFO threaded through the quarantined blocks
-//! themselves. Each holds a [`Link`] (two words: the next block, the size the program asked for)
-//! in its first 16 bytes; every annotated block has at least 32 (one byte asked for plus the
-//! 16-byte redzone, rounded up to a class). The blocks stay no-access to memcheck: the links are
-//! written and read inside a `Quiet` section. The queue itself (head, tail, bytes held) lives in a
-//! static guarded by the arena lock ([`crate::arena::Locked`]), which the `fork()` handlers already
+//! themselves. Each holds a [`Link`] (two words: the next block, the size the program asked for) in
+//! its first 16 bytes; every annotated block has at least 32 (one byte asked for plus the 16-byte
+//! redzone, rounded up to a class). The blocks stay no-access to memcheck: the links are written
+//! and read inside a `Quiet` section. The queue itself (head, tail, bytes held) lives in a static
+//! guarded by the allocator's lock ([`crate::lock::Locked`]), which the `fork()` handlers already
 //! take and release, so a fork never leaves it locked in the child.
 //!
 //! ## Budget
 //! The quarantine holds at most [`budget`] bytes, counted as whole blocks (the request, its
 //! redzone, and the class's rounding). `SMALLARENA_QUARANTINE_MB` sets it in MiB (a whole number,
 //! spaces around it ignored; read once, by [`crate::env`]); the default (unset or empty) is
-//! [`crate::env::QUARANTINE_DEFAULT_MB`] (20 MiB, memcheck's own `--freelist-vol` default); `0`
-//! disables the quarantine, and a value that is not a number is echoed in one line on stderr and
-//! the default used. When a free pushes the total over the budget, the oldest blocks are taken off the queue
-//! (under the lock) and freed to the heap (after it, by the freeing thread: `heap::free` sends a
-//! block whose pool another thread owns back to that owner as a remote free).
+//! [`crate::tunables::QUARANTINE_DEFAULT_MB`] (20 MiB, memcheck's own `--freelist-vol` default);
+//! `0` disables the quarantine, and a value that is not a number is echoed in one line on stderr
+//! and the default used. When a free pushes the total over the budget, the oldest blocks are taken
+//! off the queue (under the lock) and freed to the heap (after it, by the freeing thread:
+//! `heap::free` sends a block whose pool another thread owns back to that owner as a remote free).
 //!
 //! Nothing is drained at thread or process exit: the blocks were freed for memcheck already
 //! (`FREELIKE_BLOCK`), so they are neither leaks nor reachable, and the arena's pages go with the
@@ -34,9 +34,10 @@
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
-use crate::arena::Locked;
+use crate::lock::Locked;
 use crate::size_class::{block_size, class_of};
 use crate::sync::{global, AtomicUsize, Ordering};
+use crate::tunables::REDZONE;
 
 /// The words a quarantined block carries at its start while it waits.
 #[repr(C)]
@@ -50,7 +51,7 @@ pub(crate) struct Link {
 /// The bytes a block of a `size`-byte annotated request occupies in its pool: the request, the
 /// redzone, rounded up to the block size of its class.
 pub(crate) const fn held_bytes(size: usize) -> usize {
-    block_size(class_of(size + super::REDZONE))
+    block_size(class_of(size + REDZONE))
 }
 
 /// An intrusive FIFO of blocks with a running byte total. Pure bookkeeping: it only reads and
@@ -149,7 +150,7 @@ pub(crate) unsafe fn unlink(link: *mut Link) -> (*mut Link, usize) {
 
 /// The process-wide queue's cell, guarded by the arena lock (reached through [`queue`] only).
 struct FifoCell(UnsafeCell<Fifo>);
-// SAFETY: only touched while holding the arena lock (every access takes a `&mut Locked`).
+// SAFETY: only touched while holding the lock (every access takes a `&mut Locked`).
 unsafe impl Sync for FifoCell {}
 global! {
     static QUEUE: FifoCell = FifoCell(UnsafeCell::new(Fifo::new()));
