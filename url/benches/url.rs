@@ -129,6 +129,30 @@ fn bench_split(c: &mut Criterion) {
             }
         })
     });
+
+    // Two threads hitting the same resident entries at once (contention on the shards'
+    // read locks, where the per-thread fronts take none); time per round of both threads.
+    let cache = UrlCache::builder().capacity(1024).build();
+    for u in &hot {
+        let _ = cache.split(u.as_str());
+    }
+    g.bench_function(BenchmarkId::new("cached-2threads", "text"), |b| {
+        b.iter_custom(|iters| {
+            let t0 = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..iters {
+                            for u in &hot {
+                                let _ = black_box(cache.split(black_box(u.as_str())));
+                            }
+                        }
+                    });
+                }
+            });
+            t0.elapsed()
+        })
+    });
     g.finish();
 }
 

@@ -2,8 +2,9 @@
 
 use std::borrow::Cow;
 
-use super::split::{split_impl, Parse};
-use super::{Kind, UrlError};
+use crate::result::{Parse, Split};
+use crate::split::split_impl;
+use crate::{Kind, UrlError};
 
 const USES_RELATIVE: &[&[u8]] = &[
     b"",
@@ -137,11 +138,7 @@ fn split_slash<K: Kind + ?Sized>(s: &K) -> impl Iterator<Item = &K> {
 }
 
 /// The resolution step of `urljoin`, given both parsed (base, url) component lists.
-pub(crate) fn join_parts<'a, K: Kind + ?Sized>(
-    url: &'a K,
-    base: [&K; 6],
-    rel: [&K; 6],
-) -> Cow<'a, K> {
+fn join_parts<'a, K: Kind + ?Sized>(url: &'a K, base: [&K; 6], rel: [&K; 6]) -> Cow<'a, K> {
     let [bscheme, bnetloc, bpath, bparams, bquery, _] = base;
     let [scheme, mut netloc, path, params, query, fragment] = rel;
     if scheme != bscheme || !USES_RELATIVE.contains(&scheme.raw()) {
@@ -212,29 +209,27 @@ pub(crate) fn join_parts<'a, K: Kind + ?Sized>(
     Cow::Owned(unparse([scheme, netloc, path, params, query, fragment]))
 }
 
-/// CPython's first two steps of `urljoin`: with an empty base the answer is `url`, with an
-/// empty `url` it is `base`, both unparsed.
-pub(crate) fn join_unchanged<'a, K: Kind + ?Sized>(base: &'a K, url: &'a K) -> Option<&'a K> {
-    if base.raw().is_empty() {
-        Some(url)
-    } else if url.raw().is_empty() {
-        Some(base)
-    } else {
-        None
-    }
-}
-
-/// `urljoin(base, url, allow_fragments)`.
-pub(crate) fn join_impl<'a, K: Kind + ?Sized>(
+/// `urljoin(base, url, allow_fragments)`, with `split(url, default_scheme,
+/// allow_fragments)` as `urlsplit` (the free function, or a cache's lookup).
+pub(crate) fn join_impl<'a, K, F>(
     base: &'a K,
     url: &'a K,
     allow_fragments: bool,
-) -> Result<Cow<'a, K>, UrlError> {
-    if let Some(same) = join_unchanged(base, url) {
-        return Ok(Cow::Borrowed(same));
+    split: F,
+) -> Result<Cow<'a, K>, UrlError>
+where
+    K: Kind + ?Sized,
+    F: for<'x> Fn(&'x K, &'x K, bool) -> Result<Split<'x, K>, UrlError>,
+{
+    // With an empty base the answer is `url`, with an empty `url` it is `base`, unparsed.
+    if base.raw().is_empty() {
+        return Ok(Cow::Borrowed(url));
     }
-    let b = Parse::from_split(split_impl(base, K::EMPTY, allow_fragments)?);
-    let u = Parse::from_split(split_impl(url, b.scheme(), allow_fragments)?);
+    if url.raw().is_empty() {
+        return Ok(Cow::Borrowed(base));
+    }
+    let b = Parse::from_split(split(base, K::EMPTY, allow_fragments)?);
+    let u = Parse::from_split(split(url, b.scheme(), allow_fragments)?);
     Ok(join_parts(url, b.components(), u.components()))
 }
 
@@ -250,13 +245,7 @@ pub(crate) fn defrag_impl<K: Kind + ?Sized>(url: &K) -> Result<Defrag<'_, K>, Ur
     let c = p.components();
     let defragged = unparse([c[0], c[1], c[2], c[3], c[4], K::EMPTY]);
     let frag = p.as_split().layout().fragment;
-    let fragment = match p.into_split().into_buf() {
-        Cow::Borrowed(buf) => Cow::Borrowed(buf.sub(frag.start, frag.end)),
-        Cow::Owned(own) => {
-            let r: &K = std::borrow::Borrow::borrow(&own);
-            Cow::Owned(r.sub(frag.start, frag.end).to_owned())
-        }
-    };
+    let fragment = p.into_split().into_span(frag);
     Ok(Defrag {
         url: Cow::Owned(defragged),
         fragment,

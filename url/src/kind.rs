@@ -1,9 +1,6 @@
 //! The two string kinds, text (`str`) and bytes (`[u8]`), behind a sealed trait.
 
 use std::borrow::Cow;
-use std::sync::Arc;
-
-use super::cache::{AnyEntry, Entry};
 
 /// The kind of a URL string: implemented for `str` (text) and `[u8]` (bytes) only.
 ///
@@ -19,7 +16,7 @@ pub trait Kind: sealed::Sealed {
 impl Kind for str {}
 impl Kind for [u8] {}
 
-/// Tag distinguishing the kinds at run time (cache keys, hashing).
+/// Tag distinguishing the kinds at run time (in messages and hashes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KindTag {
     Text = 1,
@@ -32,7 +29,7 @@ pub(crate) mod sealed {
     /// Internal operations on a kind. Every slicing operation takes byte offsets that sit on
     /// ASCII delimiters, so they are always char boundaries for `str`; out-of-range or
     /// misaligned offsets yield an empty slice instead of panicking.
-    pub trait Sealed: ToOwned + PartialEq + std::fmt::Debug + 'static {
+    pub trait Sealed: ToOwned + PartialEq + std::fmt::Debug + Send + Sync + 'static {
         /// Run-time tag of the kind.
         const TAG: KindTag;
         /// The empty string of this kind.
@@ -64,10 +61,6 @@ pub(crate) mod sealed {
         fn lossy(&self) -> Cow<'_, str>;
         /// A boxed copy.
         fn boxed(&self) -> Box<Self>;
-        /// Wraps a cache entry of this kind.
-        fn wrap(entry: Arc<Entry<Self>>) -> AnyEntry;
-        /// The entry, if it has this kind.
-        fn unwrap_entry(any: &AnyEntry) -> Option<&Arc<Entry<Self>>>;
     }
 }
 
@@ -158,15 +151,6 @@ impl sealed::Sealed for str {
     fn boxed(&self) -> Box<str> {
         Box::from(self)
     }
-    fn wrap(entry: Arc<Entry<str>>) -> AnyEntry {
-        AnyEntry::Text(entry)
-    }
-    fn unwrap_entry(any: &AnyEntry) -> Option<&Arc<Entry<str>>> {
-        match any {
-            AnyEntry::Text(e) => Some(e),
-            AnyEntry::Bytes(_) => None,
-        }
-    }
 }
 
 impl sealed::Sealed for [u8] {
@@ -220,14 +204,5 @@ impl sealed::Sealed for [u8] {
     }
     fn boxed(&self) -> Box<[u8]> {
         Box::from(self)
-    }
-    fn wrap(entry: Arc<Entry<[u8]>>) -> AnyEntry {
-        AnyEntry::Bytes(entry)
-    }
-    fn unwrap_entry(any: &AnyEntry) -> Option<&Arc<Entry<[u8]>>> {
-        match any {
-            AnyEntry::Bytes(e) => Some(e),
-            AnyEntry::Text(_) => None,
-        }
     }
 }

@@ -21,7 +21,15 @@
 //!
 //! [`UrlCache`] is a bounded, sharded, thread-safe cache of split results keyed by
 //! (kind, exact input, options), so a text entry can never answer a bytes request (the
-//! `urlparse` cache bug of 2005, Python bug 1313119).
+//! `urlparse` cache bug of 2005, Python bug 1313119). Its results are the same [`Split`]
+//! and [`Parse`] types, with the lifetime `'static`: they share the cache entry.
+//!
+//! ```
+//! use smallarena_url::{self as url, Split, UrlCache};
+//! let cache = UrlCache::new();
+//! let owned: Split<'static, str> = cache.split("http://a/b?q").unwrap();
+//! assert_eq!(owned, url::split("http://a/b?q").unwrap());
+//! ```
 //!
 //! # Deliberate differences from CPython
 //! - Bytes that are not ASCII are accepted as opaque bytes (CPython raises
@@ -41,16 +49,19 @@
 
 mod cache;
 mod error;
+mod host;
 mod join;
 mod kind;
 mod netloc;
+mod result;
+mod scan;
 mod split;
 
-pub use cache::{CacheStats, CachedParse, CachedSplit, UrlCache, UrlCacheBuilder};
+pub use cache::{CacheStats, UrlCache, UrlCacheBuilder};
 pub use error::UrlError;
 pub use join::Defrag;
 pub use kind::Kind;
-pub use split::{Parse, Split};
+pub use result::{Parse, Split};
 
 use std::borrow::Cow;
 
@@ -144,7 +155,7 @@ pub fn parse_with<'a, K: Kind + ?Sized>(
 /// # Errors
 /// As [`split`], for either argument.
 pub fn join<'a, K: Kind + ?Sized>(base: &'a K, url: &'a K) -> Result<Cow<'a, K>, UrlError> {
-    join::join_impl(base, url, true)
+    join::join_impl(base, url, true, split::split_impl)
 }
 
 /// [`join`] with CPython's `allow_fragments` argument.
@@ -156,7 +167,7 @@ pub fn join_with<'a, K: Kind + ?Sized>(
     url: &'a K,
     allow_fragments: bool,
 ) -> Result<Cow<'a, K>, UrlError> {
-    join::join_impl(base, url, allow_fragments)
+    join::join_impl(base, url, allow_fragments, split::split_impl)
 }
 
 /// Removes the fragment of `url`, like CPython's `urllib.parse.urldefrag(url)`.

@@ -2,18 +2,12 @@
 
 use std::borrow::Cow;
 
-use super::{Kind, UrlError};
-
-fn find(b: &[u8], c: u8) -> Option<usize> {
-    b.iter().position(|&x| x == c)
-}
-
-fn rfind(b: &[u8], c: u8) -> Option<usize> {
-    b.iter().rposition(|&x| x == c)
-}
+use crate::result::{Parse, Split};
+use crate::scan::{find, rfind};
+use crate::{Kind, UrlError};
 
 /// CPython's `_userinfo[0]`: the text before the first `:` of what precedes the last `@`.
-pub(crate) fn username<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
+fn username<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
     let b = netloc.raw();
     let at = rfind(b, b'@')?;
     let info = &b[..at];
@@ -21,7 +15,7 @@ pub(crate) fn username<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
 }
 
 /// CPython's `_userinfo[1]`.
-pub(crate) fn password<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
+fn password<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
     let b = netloc.raw();
     let at = rfind(b, b'@')?;
     let colon = find(&b[..at], b':')?;
@@ -29,7 +23,7 @@ pub(crate) fn password<K: Kind + ?Sized>(netloc: &K) -> Option<&K> {
 }
 
 /// CPython's `_hostinfo`: (host, port text or `None` when empty).
-pub(crate) fn hostinfo<K: Kind + ?Sized>(netloc: &K) -> (&K, Option<&K>) {
+fn hostinfo<K: Kind + ?Sized>(netloc: &K) -> (&K, Option<&K>) {
     let b = netloc.raw();
     let start = rfind(b, b'@').map_or(0, |i| i + 1);
     let hi = &b[start..];
@@ -60,7 +54,7 @@ pub(crate) fn hostinfo<K: Kind + ?Sized>(netloc: &K) -> (&K, Option<&K>) {
 
 /// CPython's `hostname`: lowercased up to the first `%` (an IPv6 zone keeps its case),
 /// `None` when empty.
-pub(crate) fn hostname<K: Kind + ?Sized>(netloc: &K) -> Option<Cow<'_, K>> {
+fn hostname<K: Kind + ?Sized>(netloc: &K) -> Option<Cow<'_, K>> {
     let (host, _) = hostinfo(netloc);
     let b = host.raw();
     if b.is_empty() {
@@ -78,7 +72,7 @@ pub(crate) fn hostname<K: Kind + ?Sized>(netloc: &K) -> Option<Cow<'_, K>> {
 }
 
 /// CPython's `port`: `None` when empty, an error when not ASCII digits or out of range.
-pub(crate) fn port<K: Kind + ?Sized>(netloc: &K) -> Result<Option<u16>, UrlError> {
+fn port<K: Kind + ?Sized>(netloc: &K) -> Result<Option<u16>, UrlError> {
     let (_, port) = hostinfo(netloc);
     let Some(port) = port else {
         return Ok(None);
@@ -101,35 +95,55 @@ pub(crate) fn port<K: Kind + ?Sized>(netloc: &K) -> Result<Option<u16>, UrlError
         .map_err(|_| UrlError::PortOutOfRange)
 }
 
-/// Adds the netloc attribute accessors to a result type that has `fn netloc(&self) -> &K`.
-macro_rules! netloc_accessors {
-    () => {
-        /// The user name (CPython's `.username`): `None` without `@` in the netloc.
-        pub fn username(&self) -> Option<&K> {
-            crate::netloc::username(self.netloc())
-        }
+impl<K: Kind + ?Sized> Split<'_, K> {
+    /// The user name (CPython's `.username`): `None` without `@` in the netloc.
+    pub fn username(&self) -> Option<&K> {
+        username(self.netloc())
+    }
 
-        /// The password (CPython's `.password`): `None` without `:` before the last `@`.
-        pub fn password(&self) -> Option<&K> {
-            crate::netloc::password(self.netloc())
-        }
+    /// The password (CPython's `.password`): `None` without `:` before the last `@`.
+    pub fn password(&self) -> Option<&K> {
+        password(self.netloc())
+    }
 
-        /// The host (CPython's `.hostname`): lowercased except an IPv6 zone after `%`,
-        /// brackets removed, `None` when empty. Allocates only if lowercasing changes it.
-        pub fn hostname(&self) -> Option<std::borrow::Cow<'_, K>> {
-            crate::netloc::hostname(self.netloc())
-        }
+    /// The host (CPython's `.hostname`): lowercased except an IPv6 zone after `%`,
+    /// brackets removed, `None` when empty. Allocates only if lowercasing changes it.
+    pub fn hostname(&self) -> Option<Cow<'_, K>> {
+        hostname(self.netloc())
+    }
 
-        /// The port (CPython's `.port`): `Ok(None)` when absent or empty.
-        ///
-        /// # Errors
-        /// [`UrlError::PortNotInteger`](crate::UrlError::PortNotInteger) or
-        /// [`UrlError::PortOutOfRange`](crate::UrlError::PortOutOfRange), where CPython
-        /// raises `ValueError`.
-        pub fn port(&self) -> Result<Option<u16>, crate::UrlError> {
-            crate::netloc::port(self.netloc())
-        }
-    };
+    /// The port (CPython's `.port`): `Ok(None)` when absent or empty.
+    ///
+    /// # Errors
+    /// [`UrlError::PortNotInteger`] or [`UrlError::PortOutOfRange`], where CPython raises
+    /// `ValueError`.
+    pub fn port(&self) -> Result<Option<u16>, UrlError> {
+        port(self.netloc())
+    }
 }
 
-pub(crate) use netloc_accessors;
+/// The same attributes on a parse (whose netloc is its split's).
+impl<K: Kind + ?Sized> Parse<'_, K> {
+    /// As [`Split::username`].
+    pub fn username(&self) -> Option<&K> {
+        self.as_split().username()
+    }
+
+    /// As [`Split::password`].
+    pub fn password(&self) -> Option<&K> {
+        self.as_split().password()
+    }
+
+    /// As [`Split::hostname`].
+    pub fn hostname(&self) -> Option<Cow<'_, K>> {
+        self.as_split().hostname()
+    }
+
+    /// As [`Split::port`].
+    ///
+    /// # Errors
+    /// As [`Split::port`].
+    pub fn port(&self) -> Result<Option<u16>, UrlError> {
+        self.as_split().port()
+    }
+}

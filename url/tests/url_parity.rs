@@ -103,7 +103,7 @@ fn answer<K: Kind + ?Sized>(c: &Case, u: &K, b: &K, cache: Option<&UrlCache>) ->
             url::join_with(b, u, c.allow_fragments).map(|r: Cow<'_, K>| hex(r.as_url_bytes()))
         }
         (Op::Join, Some(cache)) => cache
-            .join(b, u, c.allow_fragments)
+            .join_with(b, u, c.allow_fragments)
             .map(|r: Cow<'_, K>| hex(r.as_url_bytes())),
         (Op::Defrag, _) => url::defrag(u).map(|d| {
             format!(

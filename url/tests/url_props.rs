@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use proptest::prelude::*;
-use smallarena_url::{self as url, Kind, Options, UrlCache, UrlError};
+use smallarena_url::{self as url, Kind, Options, Split, UrlCache, UrlError};
 
 mod url_pieces;
 use url_pieces::PIECES;
@@ -21,35 +21,22 @@ fn ascii_url_like() -> impl Strategy<Value = String> {
     url_like().prop_map(|s| s.chars().filter(char::is_ascii).collect())
 }
 
-/// Everything observable about a split, for comparisons.
-fn observe<K: Kind + ?Sized>(
-    c: [&K; 5],
-    user: Option<&K>,
-    pass: Option<&K>,
-    host: Option<Cow<'_, K>>,
-    port: Result<Option<u16>, UrlError>,
-) -> String {
+/// Everything observable about a split, for comparisons (cached and uncached results are
+/// the same type).
+fn observe<K: Kind + ?Sized>(r: &Split<'_, K>) -> String {
     let b = |k: &K| String::from_utf8_lossy(k.as_url_bytes()).into_owned();
     format!(
         "{:?} {:?} {:?} {:?} {:?}",
-        c.map(b),
-        user.map(b),
-        pass.map(b),
-        host.as_deref().map(b),
-        port
+        r.components().map(b),
+        r.username().map(b),
+        r.password().map(b),
+        r.hostname().as_deref().map(b),
+        r.port()
     )
 }
 
 fn uncached<K: Kind + ?Sized>(u: &K, opts: &Options<'_>) -> Result<String, UrlError> {
-    url::split_with(u, opts).map(|r| {
-        observe(
-            r.components(),
-            r.username(),
-            r.password(),
-            r.hostname(),
-            r.port(),
-        )
-    })
+    url::split_with(u, opts).map(|r| observe(&r))
 }
 
 fn cached<K: Kind + ?Sized>(
@@ -57,15 +44,7 @@ fn cached<K: Kind + ?Sized>(
     u: &K,
     opts: &Options<'_>,
 ) -> Result<String, UrlError> {
-    cache.split_with(u, opts).map(|r| {
-        observe(
-            r.components(),
-            r.username(),
-            r.password(),
-            r.hostname(),
-            r.port(),
-        )
-    })
+    cache.split_with(u, opts).map(|r| observe(&r))
 }
 
 /// Exercises every function and accessor; only checks that nothing panics.
@@ -74,16 +53,11 @@ fn touch_all<K: Kind + ?Sized>(cache: &UrlCache, u: &K, base: &K) {
         Options::default(),
         Options::with_scheme(" h\tt ").allow_fragments(false),
     ] {
-        if let Ok(r) = url::parse_with(u, &opts) {
-            let _ = (
-                r.components(),
-                r.username(),
-                r.password(),
-                r.hostname(),
-                r.port(),
-            );
-        }
-        if let Ok(r) = cache.parse_with(u, &opts) {
+        // Uncached and cached results are one type.
+        for r in [url::parse_with(u, &opts), cache.parse_with(u, &opts)]
+            .into_iter()
+            .flatten()
+        {
             let _ = (
                 r.components(),
                 r.username(),
@@ -96,7 +70,8 @@ fn touch_all<K: Kind + ?Sized>(cache: &UrlCache, u: &K, base: &K) {
     let _ = url::join(base, u);
     let _ = url::join(u, base);
     let _ = url::join_with(base, u, false);
-    let _ = cache.join(base, u, true);
+    let _ = cache.join(base, u);
+    let _ = cache.join_with(u, base, false);
     let _ = url::defrag(u);
 }
 
@@ -111,6 +86,7 @@ proptest! {
         for u in inputs.iter().chain(inputs.iter()) {
             prop_assert_eq!(cached(&cache, u.as_str(), &opts), uncached(u.as_str(), &opts));
             prop_assert_eq!(cached(&cache, u.as_bytes(), &opts), uncached(u.as_bytes(), &opts));
+            prop_assert_eq!(cache.join_with(inputs[0].as_str(), u, af), url::join_with(inputs[0].as_str(), u, af));
             if let (Ok(c), Ok(p)) = (cache.parse_with(u.as_str(), &opts), url::parse_with(u.as_str(), &opts)) {
                 prop_assert_eq!(c.components(), p.components());
             }
@@ -131,12 +107,13 @@ proptest! {
             for text in [text_first, !text_first] {
                 let ok = if text {
                     cache.split(u.as_str()).map(|r| {
-                        // A `CachedSplit<str>` by type; its content is this very input.
-                        assert_eq!(r.input(), u.as_str());
+                        // A `Split<'static, str>` by type; its content is this very input's.
+                        let r: url::Split<'static, str> = r;
+                        assert_eq!(Ok(r), url::split(u.as_str()));
                     }).is_ok()
                 } else {
                     cache.split(u.as_bytes()).map(|r| {
-                        assert_eq!(r.input(), u.as_bytes());
+                        assert_eq!(Ok(r), url::split(u.as_bytes()));
                     }).is_ok()
                 };
                 let after = cache.stats();
@@ -325,11 +302,11 @@ fn shared_between_threads() {
                     let u = &urls[(round * 7 + t * 13) % urls.len()];
                     if (round + t) % 2 == 0 {
                         let r = cache.split(u.as_str()).unwrap();
-                        assert_eq!(r.input(), u.as_str());
+                        assert_eq!(Ok(&r), url::split(u.as_str()).as_ref());
                         assert_eq!(r.scheme(), "http");
                     } else {
                         let r = cache.parse(u.as_bytes()).unwrap();
-                        assert_eq!(r.as_split().input(), u.as_bytes());
+                        assert_eq!(Ok(&r), url::parse(u.as_bytes()).as_ref());
                         assert_eq!(r.params(), b"x");
                     }
                 }
