@@ -116,6 +116,9 @@ on_supported_targets! {
     // Layer 6: reports and size-less access.
     mod stats;
     pub mod raw;
+    #[cfg(all(feature = "profile", not(any(loom, miri))))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
+    pub mod profile;
     // Layer 7: the allocators.
     mod annotate;
     mod global;

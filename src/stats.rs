@@ -434,6 +434,21 @@ fn exit_fd() -> Option<i32> {
     (identity(fd) == Some(want)).then_some(fd)
 }
 
+/// Writes `bytes` where the statistics go at exit (stderr, or its saved duplicate; nowhere if
+/// neither is open), with `write(2)`, retrying short writes. For the profiler's leak report.
+#[cfg(all(feature = "profile", not(any(miri, loom))))]
+pub(crate) fn write_at_exit(bytes: &[u8]) {
+    let Some(fd) = exit_fd() else { return };
+    let mut w = FdWriter::new(fd);
+    for chunk in bytes.chunks(w.buf.len()) {
+        if let Some(dst) = w.buf.get_mut(..chunk.len()) {
+            dst.copy_from_slice(chunk);
+            w.len = chunk.len();
+        }
+        w.flush();
+    }
+}
+
 #[cfg(not(any(miri, loom)))]
 extern "C" fn print_text_at_exit() {
     let Some(fd) = exit_fd() else { return };
