@@ -13,26 +13,48 @@
 //! drain and can be returned to the OS. A wholly empty arena is unmapped unless it is the only
 //! wholly empty one: one is kept as hysteresis, so a loop that frees everything and starts again
 //! does not map and unmap on every turn.
+//!
+//! Free pools keep their pages until they have been free for the purge delay ([`crate::purge`]).
+//! Each arena keeps its free pools in a stack of pool numbers in its header (not linked through
+//! the pools, whose pages may be dropped whole): they are in the order they were given back,
+//! newest on top, each stamped with that time, and the purged ones form its bottom.
 
+use crate::arena_map::Kind;
 use crate::lock::Locked;
 use crate::os;
-use crate::arena_map::Kind;
 use crate::pool::{ensure, Pool, Violation};
 use crate::sync::{global, Ordering};
-use crate::tunables::{POOL_SIZE, USABLE_POOLS};
+use crate::tunables::{POOL_SIZE, PURGE_BATCH, USABLE_POOLS};
 use core::cell::UnsafeCell;
 use core::ptr::{null, null_mut};
 
 const _: () = assert!(Kind::Medium.usable_pools() == 15 && Kind::Small.usable_pools() == 63);
 
+/// Pools per arena of the kind with the more of them (small): the size of an arena's free stack.
+const MAX_POOLS_PER_ARENA: usize = {
+    let (s, m) = (Kind::Small.usable_pools() + 1, Kind::Medium.usable_pools() + 1);
+    if s > m {
+        s
+    } else {
+        m
+    }
+};
 
 /// An arena's header, in its first pool.
 ///
 /// Invariants (all fields guarded by [`crate::lock::LOCK`]):
-/// * `nfree` counts pools in `free_pools` plus the untouched pools `untouched..POOLS_PER_ARENA`.
+/// * `nfree` counts the free pools on the stack (`depth`) plus the untouched pools
+///   `untouched..kind.usable_pools() + 1`.
 /// * The arena is in its kind's `buckets[nfree]` when `nfree > 0`, and in no bucket when it is
 ///   full.
 /// * Untouched pools have never been written since the mapping was made, so they read as zeros.
+/// * `stack[..depth]` holds the numbers of the free pools (no heap holds them, no block of theirs
+///   is live), pushed and popped at the top (`depth - 1`); `freed_at[i]` is the time (of
+///   [`crate::purge::now_ms`]) `stack[i]` was pushed, written while purging is on, so it does not
+///   decrease upwards.
+/// * The pools `stack[..purged]` are purged: their pages were given back whole, they read as
+///   zeros (header included, so a purged pool's kind is known from its arena only). The others
+///   keep the header [`Pool::unassign`] left.
 /// * `kind` is fixed when the arena is mapped.
 /// * `generation` is the fork generation of the process that mapped the arena
 ///   ([`crate::fork`]); written once, before any pool of the arena is handed out, and only read
@@ -42,12 +64,18 @@ pub struct Arena {
     generation: usize,
     kind: Kind,
     nfree: usize,
-    free_pools: *mut Pool,
+    depth: usize,
+    purged: usize,
     untouched: usize,
     next: *mut Arena,
     prev: *mut Arena,
     all_next: *mut Arena,
+    stack: [u8; MAX_POOLS_PER_ARENA],
+    freed_at: [usize; MAX_POOLS_PER_ARENA],
 }
+
+// The free stack holds pool numbers in bytes, and `for_each_pool` a mask of them in a `u64`.
+const _: () = assert!(MAX_POOLS_PER_ARENA <= 64);
 
 const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE);
 
@@ -78,6 +106,10 @@ struct State {
     pools_out: usize,
     /// The highest `pools_out` so far.
     pools_out_peak: usize,
+    /// Free pools whose pages went back to the OS since the process started.
+    pools_purged: usize,
+    /// Arenas (of both kinds) unmapped since the process started.
+    arenas_unmapped: usize,
 }
 
 struct Global(UnsafeCell<State>);
@@ -91,6 +123,8 @@ global! {
     bytes_peak: 0,
     pools_out: 0,
     pools_out_peak: 0,
+    pools_purged: 0,
+    arenas_unmapped: 0,
 }));
 }
 
@@ -111,6 +145,44 @@ fn arena_of(p: *mut Pool, kind: Kind) -> *mut Arena {
     p.cast::<u8>()
         .map_addr(|a| a & !(kind.arena_size() - 1))
         .cast()
+}
+
+/// The number of pool `p` (of kind `kind`) in its arena.
+fn index_of(p: *mut Pool, kind: Kind) -> usize {
+    (p.addr() & (kind.arena_size() - 1)) / kind.pool_size()
+}
+
+/// Pool number `i` of arena `a`, of kind `kind`.
+fn pool_at(a: *mut Arena, kind: Kind, i: u8) -> *mut Pool {
+    a.cast::<u8>()
+        .wrapping_add(usize::from(i) * kind.pool_size())
+        .cast()
+}
+
+/// The numbers of arena `a`'s purged pools, as a mask (bit `i` for pool `i`).
+///
+/// # Safety
+/// `a` is a live arena and the lock is held.
+unsafe fn purged_mask(a: *mut Arena) -> u64 {
+    let mut mask = 0u64;
+    // SAFETY: per the caller.
+    unsafe {
+        for k in 0..(*a).purged {
+            mask |= 1 << (*a).stack[k];
+        }
+    }
+    mask
+}
+
+/// Runs a due purge pass if the lock is free (never waits for it): for slow paths that do not
+/// hold the lock. One load when no pass is pending.
+#[inline]
+pub(crate) fn purge_tick() {
+    if crate::purge::maybe_due() {
+        if let Some(mut locked) = Locked::try_take() {
+            locked.purge_if_due();
+        }
+    }
 }
 
 /// Whether the arena block or pool at `p` was inherited across a share-mode fork
@@ -211,14 +283,17 @@ impl Locked {
         // SAFETY: `base` is a fresh, exclusively owned mapping big enough for the header.
         unsafe {
             a.write(Arena {
-                kind,
                 generation: crate::fork::generation(),
+                kind,
                 nfree: usable,
-                free_pools: null_mut(),
+                depth: 0,
+                purged: 0,
                 untouched: 1,
                 next: null_mut(),
                 prev: null_mut(),
                 all_next: all,
+                stack: [0; MAX_POOLS_PER_ARENA],
+                freed_at: [0; MAX_POOLS_PER_ARENA],
             });
         }
         let st = self.state();
@@ -235,6 +310,7 @@ impl Locked {
     /// Takes a free pool of `kind` (header written, serving nothing) from the fullest arena of
     /// that kind that has one, mapping a new arena if none has. Null when the OS refuses memory.
     pub(crate) fn take_pool(&mut self, kind: Kind) -> *mut Pool {
+        self.purge_if_due();
         let usable = kind.usable_pools();
         let mut found = null_mut();
         let mut n = 1;
@@ -258,10 +334,17 @@ impl Locked {
         // SAFETY: `a` is a live arena with nfree == n > 0; its fields are guarded by our lock.
         unsafe {
             let pool;
-            if !(*a).free_pools.is_null() {
-                pool = (*a).free_pools;
-                (*a).free_pools = (*pool).next;
-                (*pool).next = null_mut();
+            if (*a).depth > 0 {
+                let top = (*a).depth - 1;
+                (*a).depth = top;
+                pool = pool_at(a, kind, (*a).stack[top]);
+                if top < (*a).purged {
+                    // Its pages went back whole: a new header, and its blocks read as zeros.
+                    (*a).purged = top;
+                    Pool::init_free(pool, true, kind == Kind::Medium);
+                } else {
+                    (*pool).next = null_mut();
+                }
             } else {
                 pool = a
                     .cast::<u8>()
@@ -280,7 +363,8 @@ impl Locked {
     }
 
     /// Gives an empty pool back to its arena; unmaps the arena if that leaves it wholly empty and
-    /// another wholly empty arena is already kept.
+    /// another wholly empty arena is already kept (or the purge delay is 0). Stamps the pool with
+    /// the time for the purge delay, and runs a purge pass if one is due ([`crate::purge`]).
     ///
     /// # Safety
     /// The pool must be empty (`used == 0`, remote word clear) and no longer linked from any heap.
@@ -295,17 +379,36 @@ impl Locked {
             Pool::unassign(pool);
             let st = self.state();
             st.pools_out = st.pools_out.saturating_sub(1);
-            (*pool).next = (*a).free_pools;
-            (*a).free_pools = pool;
+            let delay = crate::purge::delay(self);
+            let now = if delay.is_some() {
+                crate::purge::now_ms()
+            } else {
+                0
+            };
+            let top = (*a).depth;
+            // A pool number is below MAX_POOLS_PER_ARENA (64).
+            (*a).stack[top] = index_of(pool, kind) as u8;
+            (*a).freed_at[top] = now;
+            (*a).depth = top + 1;
             let n = (*a).nfree;
             if n > 0 {
                 self.unlink(a, n);
             }
             (*a).nfree = n + 1;
-            if n + 1 == usable && !self.arenas(kind).buckets[usable].is_null() {
+            if n + 1 == usable && (delay == Some(0) || !self.arenas(kind).buckets[usable].is_null())
+            {
                 self.unmap(a);
             } else {
                 self.link(a, n + 1);
+                match delay {
+                    None => {}
+                    // At once: this pool (and any below it the OS refused before).
+                    Some(0) => {
+                        self.purge_bottom(a, usable, |_| true);
+                    }
+                    Some(d) if crate::purge::given_back(self, now, d) => self.purge_pass(now, d),
+                    Some(_) => {}
+                }
             }
         }
     }
@@ -316,7 +419,9 @@ impl Locked {
         unsafe {
             let kind = (*a).kind;
             let size = kind.arena_size();
-            self.state().bytes_mapped -= size;
+            let st = self.state();
+            st.bytes_mapped -= size;
+            st.arenas_unmapped += 1;
             let st = self.arenas(kind);
             let mut link: *mut *mut Arena = &mut st.all;
             while !(*link).is_null() {
@@ -333,20 +438,28 @@ impl Locked {
         }
     }
 
-    /// Calls `f` on every pool of every mapped arena that has been set up at least once.
-    pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) {
+    /// Calls `f` on every pool of every mapped arena (of both kinds) that has been set up at
+    /// least once, but the purged ones (free, whose header reads as zeros: reading it would fault
+    /// a page in); returns how many purged pools were skipped.
+    pub(crate) fn for_each_pool(&mut self, mut f: impl FnMut(*mut Pool)) -> usize {
+        let mut skipped = 0;
         for kind in [Kind::Small, Kind::Medium] {
             let mut a = self.arenas(kind).all;
             while !a.is_null() {
                 // SAFETY: arenas in the all-list are live while we hold the lock.
                 unsafe {
+                    let purged = purged_mask(a);
+                    skipped += purged.count_ones() as usize;
                     for i in 1..(*a).untouched {
-                        f(a.cast::<u8>().add(i * kind.pool_size()).cast());
+                        if purged & (1 << i) == 0 {
+                            f(a.cast::<u8>().add(i * kind.pool_size()).cast());
+                        }
                     }
                     a = (*a).all_next;
                 }
             }
         }
+        skipped
     }
 
     /// Whether the heaps hold more pools than ever before; if so, the new high is remembered.
@@ -360,49 +473,136 @@ impl Locked {
     }
 
     /// Returns the memory of free pools and empty arenas to the OS: unmaps every wholly empty
-    /// arena (the one kept for hysteresis too), and drops the pages of every free pool of the
-    /// other arenas (`MADV_DONTNEED`, see [`crate::os::discard`]), whose header is then rewritten
-    /// as a fresh one, so a pool handed out again counts as fresh from the OS (its blocks read as
-    /// zeros, which `alloc_zeroed` relies on). Pools already given back since they were last used
-    /// (marked fresh) are skipped.
+    /// arena (the one kept for hysteresis too), and purges every free pool of the other arenas
+    /// (its pages dropped whole with `MADV_DONTNEED`, see [`os::discard`]), so a pool handed out again
+    /// is fresh from the OS (its blocks read as zeros, which `alloc_zeroed` relies on). Pools
+    /// already purged are skipped.
     pub(crate) fn release_free_memory(&mut self) {
         for kind in [Kind::Small, Kind::Medium] {
-            self.release_free_memory_of(kind);
+            let usable = kind.usable_pools();
+            while !self.arenas(kind).buckets[usable].is_null() {
+                let a = self.arenas(kind).buckets[usable];
+                self.unlink(a, usable);
+                // SAFETY: an arena in the last bucket has every usable pool free: no live block,
+                // no heap holds a pool of it. It is in no bucket now.
+                unsafe { self.unmap(a) };
+            }
+            let mut a = self.arenas(kind).all;
+            while !a.is_null() {
+                // SAFETY: arenas in the all-list are live while we hold the lock.
+                unsafe {
+                    self.purge_bottom(a, usable, |_| true);
+                    a = (*a).all_next;
+                }
+            }
+        }
+        crate::purge::nothing_pending(self);
+    }
+
+    /// Purges the free pools of arena `a` from the bottom of its stack up, while `old(i)` says
+    /// the pool at stack position `i` may go, at most `budget` of them: all their pages, header
+    /// included (the arena keeps its free stack in its own header), with `madvise(MADV_DONTNEED)`
+    /// ([`os::discard`]); pools next to each other in the arena go back in one call. If the OS refuses one, none of them counts as
+    /// purged: their headers are rewritten as unassigned (some pages may have gone; they read as
+    /// zeros, which is still a valid free pool). Returns how many went.
+    ///
+    /// # Safety
+    /// `a` is a live arena (the lock is held).
+    unsafe fn purge_bottom(
+        &mut self,
+        a: *mut Arena,
+        budget: usize,
+        mut old: impl FnMut(usize) -> bool,
+    ) -> usize {
+        // SAFETY: per the caller; the pools on the stack belong to no heap and hold no live
+        // block, so their memory is ours to drop.
+        unsafe {
+            let kind = (*a).kind;
+            let first = (*a).purged;
+            let mut end = first;
+            let mut mask = 0u64;
+            while end < (*a).depth && end - first < budget && old(end) {
+                mask |= 1 << (*a).stack[end];
+                end += 1;
+            }
+            if mask == 0 {
+                return 0;
+            }
+            // Runs of adjacent pools, lowest first.
+            let mut ok = true;
+            let mut rest = mask;
+            while rest != 0 {
+                let start = rest.trailing_zeros() as u8;
+                let len = (rest >> start).trailing_ones() as usize;
+                ok &= os::discard(pool_at(a, kind, start).cast(), len * kind.pool_size());
+                rest &= !(((1u64 << len) - 1) << start);
+            }
+            if !ok {
+                for k in first..end {
+                    Pool::init_free(pool_at(a, kind, (*a).stack[k]), false, kind == Kind::Medium);
+                }
+                return 0;
+            }
+            (*a).purged = end;
+            self.state().pools_purged += end - first;
+            end - first
         }
     }
 
-    fn release_free_memory_of(&mut self, kind: Kind) {
-        let usable = kind.usable_pools();
-        while !self.arenas(kind).buckets[usable].is_null() {
-            let a = self.arenas(kind).buckets[usable];
-            self.unlink(a, usable);
-            // SAFETY: an arena in the last bucket has every usable pool free: no live block, no
-            // heap holds a pool of it. It is in no bucket now.
-            unsafe { self.unmap(a) };
+    /// Runs the purge pass if one is due ([`crate::purge::due`]).
+    pub(crate) fn purge_if_due(&mut self) {
+        if let Some((now, delay)) = crate::purge::due(self) {
+            self.purge_pass(now, delay);
         }
-        let page = crate::os::page_size_or_zero();
-        let pool_size = kind.pool_size();
-        if page == 0 || page > pool_size || pool_size % page != 0 {
-            return;
-        }
-        let mut a = self.arenas(kind).all;
-        while !a.is_null() {
-            // SAFETY: arenas in the all-list are live while we hold the lock; pools on an arena's
-            // free list belong to no heap and hold no live block, so their memory is ours to drop;
-            // the header is rewritten (with its list link) before the lock is released.
-            unsafe {
-                let mut pool = (*a).free_pools;
-                while !pool.is_null() {
-                    let next = (*pool).next;
-                    if !(*pool).fresh && crate::os::discard(pool.cast(), pool_size) {
-                        Pool::init_free(pool, true, kind == Kind::Medium);
-                        (*pool).next = next;
+    }
+
+    /// The purge pass ([`crate::purge`]): at time `now`, purges every free pool (of both kinds)
+    /// given back at least `delay` ms ago (at most [`PURGE_BATCH`] small pools' worth of bytes,
+    /// 16 MiB, so the lock is not held for long: the rest go on the next slow path), unmaps every
+    /// wholly empty arena whose newest free pool is that old, and schedules the next pass from
+    /// the oldest pool left.
+    fn purge_pass(&mut self, now: usize, delay: usize) {
+        let mut oldest_left: Option<usize> = None;
+        // In bytes: a medium pool counts as the 16 small pools it spans.
+        let mut budget = PURGE_BATCH * POOL_SIZE;
+        let mut stopped = false;
+        for kind in [Kind::Small, Kind::Medium] {
+            let (usable, pool_size) = (kind.usable_pools(), kind.pool_size());
+            let mut a = self.arenas(kind).all;
+            while !a.is_null() {
+                // SAFETY: arenas in the all-list are live while we hold the lock; an arena is
+                // unmapped only when wholly empty (in the last bucket), after we read its next
+                // link.
+                unsafe {
+                    let next_arena = (*a).all_next;
+                    let depth = (*a).depth;
+                    let age = |i: usize| now.wrapping_sub((*a).freed_at[i]);
+                    if (*a).nfree == usable && (depth == 0 || age(depth - 1) >= delay) {
+                        self.unlink(a, usable);
+                        self.unmap(a);
+                        a = next_arena;
+                        continue;
                     }
-                    pool = next;
+                    // Oldest first: the stamps do not decrease upwards.
+                    budget -= pool_size
+                        * self.purge_bottom(a, budget / pool_size, |i| age(i) >= delay);
+                    stopped |= budget < pool_size;
+                    let left = (*a).purged;
+                    if left < depth {
+                        let oldest = age(left);
+                        oldest_left = Some(oldest_left.map_or(oldest, |o| o.max(oldest)));
+                    }
+                    a = next_arena;
                 }
-                a = (*a).all_next;
             }
         }
+        crate::purge::passed(self, now, delay, oldest_left, stopped);
+    }
+
+    /// Free pools purged and arenas unmapped since the process started.
+    pub(crate) fn returned(&mut self) -> (usize, usize) {
+        let st = self.state();
+        (st.pools_purged, st.arenas_unmapped)
     }
 
     /// A share-mode fork's child forgets every arena it inherited (see [`crate::fork`]): the
@@ -437,9 +637,10 @@ impl Locked {
 impl Locked {
     /// The invariant checker's part for the arenas (see `heap::check`): the all-list is as long
     /// as the mapped count; every arena is in the arena map, counts its free pools right
-    /// (`nfree` is its free-list length plus its untouched pools), and is in the bucket of its
+    /// (`nfree` is its free-stack depth plus its untouched pools), and is in the bucket of its
     /// count exactly when it has a free pool; every bucket holds only arenas of its count, linked
-    /// both ways; every free pool lies in its arena, serves nothing and belongs to no heap.
+    /// both ways; every free pool is a set-up pool of its arena, on its stack once, stamped no
+    /// earlier than the pool below it, and (unless purged) serves nothing and belongs to no heap.
     pub(crate) fn check_arenas(&mut self) -> Result<(), Violation> {
         self.check_arenas_of(Kind::Small)?;
         self.check_arenas_of(Kind::Medium)
@@ -447,19 +648,23 @@ impl Locked {
 
     /// [`Locked::check_arenas`] for the arenas of one kind.
     fn check_arenas_of(&mut self, kind: Kind) -> Result<(), Violation> {
-        let (pools_per_arena, usable, pool_size) =
-            (kind.usable_pools() + 1, kind.usable_pools(), kind.pool_size());
+        let (usable, pools_per_arena) = (kind.usable_pools(), kind.usable_pools() + 1);
         let mut arenas = 0;
         let mut with_free = 0;
         let mut a = self.arenas(kind).all;
         while !a.is_null() {
             let at = a.cast::<u8>();
-            ensure(arenas < self.arenas(kind).mapped, "arena list longer than the mapped count", at)?;
             ensure(
-                match kind {
-                    Kind::Small => crate::arena_map::contains(a.addr()),
-                    Kind::Medium => crate::arena_map::contains_medium(a.addr()),
-                },
+                arenas < self.arenas(kind).mapped,
+                "arena list longer than the mapped count",
+                at,
+            )?;
+            ensure(
+                at.addr() % kind.arena_size() == 0
+                    && match kind {
+                        Kind::Small => crate::arena_map::contains(a.addr()),
+                        Kind::Medium => crate::arena_map::contains_medium(a.addr()),
+                    },
                 "mapped arena missing from the arena map",
                 at,
             )?;
@@ -468,32 +673,47 @@ impl Locked {
             // them).
             unsafe {
                 let untouched = (*a).untouched;
+                ensure((*a).kind == kind, "arena in the lists of the other kind", at)?;
                 ensure(
-                    (1..=pools_per_arena).contains(&untouched) && (*a).kind == kind,
+                    (1..=pools_per_arena).contains(&untouched),
                     "arena untouched index out of range",
                     at,
                 )?;
-                let mut free = 0;
-                let mut pool = (*a).free_pools;
-                while !pool.is_null() {
+                let depth = (*a).depth;
+                ensure(depth <= usable, "arena free stack too deep", at)?;
+                ensure((*a).purged <= depth, "arena purged count beyond its free stack", at)?;
+                let mut seen = 0u64;
+                for k in 0..depth {
+                    let index = usize::from((*a).stack[k]);
+                    let pool = pool_at(a, kind, (*a).stack[k]);
                     let p = pool.cast::<u8>();
-                    ensure(free < usable, "arena free-pool list has a cycle", at)?;
-                    ensure(arena_of(pool, kind) == a && Kind::of(pool) == kind, "free pool outside its arena", p)?;
-                    let index = (p.addr() - at.addr()) / pool_size;
                     ensure(
-                        p.addr() % pool_size == 0 && index >= 1 && index < untouched,
+                        index >= 1 && index < untouched,
                         "free pool not a set-up pool of its arena",
                         p,
                     )?;
-                    ensure(
-                        (*pool).owner.load(Ordering::Relaxed).is_null(),
-                        "free pool owned by a heap",
-                        p,
-                    )?;
-                    Pool::check_unassigned(pool)?;
-                    free += 1;
-                    pool = (*pool).next;
+                    ensure(seen & (1 << index) == 0, "pool twice on its arena's free stack", p)?;
+                    seen |= 1 << index;
+                    if k > 0 {
+                        ensure(
+                            (*a).freed_at[k].wrapping_sub((*a).freed_at[k - 1]) <= usize::MAX / 2,
+                            "arena free stack stamps decrease upwards",
+                            p,
+                        )?;
+                    }
+                    // A purged pool's header reads as zeros (and reading it would fault a page
+                    // in): only the others are looked at.
+                    if k >= (*a).purged {
+                        ensure(
+                            (*pool).owner.load(Ordering::Relaxed).is_null(),
+                            "free pool owned by a heap",
+                            p,
+                        )?;
+                        ensure(Kind::of(pool) == kind, "free pool of the other kind", p)?;
+                        Pool::check_unassigned(pool)?;
+                    }
                 }
+                let free = depth;
                 ensure(
                     (*a).nfree == free + (pools_per_arena - untouched),
                     "arena free count differs from its free and untouched pools",

@@ -12,7 +12,11 @@
 //! | `SMALLARENA_MODE` | `auto`, `arena`, `system`, `annotate` (any case) | `auto` |
 //! | `SMALLARENA_STATS` | `0`, `1` (a table), `json` (one JSON object) | `0` |
 //! | `SMALLARENA_QUARANTINE_MB` | a whole number of MiB (annotate mode's quarantine) | `20` |
+//! | `SMALLARENA_PURGE_DELAY_MS` | a whole number of ms, `-1` or `never` (see [`crate::purge`]) | `1000` |
 //! | `SMALLARENA_FORK` | `reuse`, `share` (the fork policy, see `crate::fork`) | `reuse` |
+//! | `SMALLARENA_PROFILE` | a file path: the heap profile written at exit | unset |
+//! | `SMALLARENA_PROFILE_RATE` | mean bytes between samples (a whole number, at least 1) | `524288` |
+//! | `SMALLARENA_LEAKS` | `0`, `1` (the leak report on stderr at exit) | `0` |
 //!
 //! **Adding a variable**: add it to [`VARIABLES`] (the README table is checked against it by a
 //! unit test), write a `parse_*` function returning the value and a warning [`Line`] built with
@@ -25,7 +29,11 @@ pub(crate) const VARIABLES: &[(&str, &str)] = &[
     ("SMALLARENA_MODE", "auto"),
     ("SMALLARENA_STATS", "0"),
     ("SMALLARENA_QUARANTINE_MB", "20"),
+    ("SMALLARENA_PURGE_DELAY_MS", "1000"),
     ("SMALLARENA_FORK", "reuse"),
+    ("SMALLARENA_PROFILE", "unset"),
+    ("SMALLARENA_PROFILE_RATE", "524288"),
+    ("SMALLARENA_LEAKS", "0"),
 ];
 
 /// The value of the environment variable `name`, or `None` if it is unset (always `None` under
@@ -168,6 +176,52 @@ pub(crate) fn parse_quarantine_mb(value: &[u8]) -> (usize, Line) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SMALLARENA_PURGE_DELAY_MS
+// ---------------------------------------------------------------------------------------------
+
+/// The purge delay's default in milliseconds (see [`crate::tunables`]).
+pub(crate) use crate::tunables::PURGE_DELAY_DEFAULT_MS;
+
+/// Reads and parses `SMALLARENA_PURGE_DELAY_MS`: the delay in milliseconds (`None`: never purge),
+/// and the warning to print (empty if none). Called once per process, under the arena lock, by
+/// the first slow path that gives a pool back to its arena.
+#[cfg_attr(any(miri, loom), allow(dead_code))]
+pub(crate) fn read_purge_delay_ms() -> (Option<usize>, Line) {
+    match var(c"SMALLARENA_PURGE_DELAY_MS") {
+        None => (Some(PURGE_DELAY_DEFAULT_MS), Line::new()),
+        Some(v) => parse_purge_delay_ms(v),
+    }
+}
+
+/// The decision for a `SMALLARENA_PURGE_DELAY_MS` value (pure): a whole number of milliseconds
+/// (ASCII whitespace around it ignored, saturating at `usize::MAX`), `0` meaning at once; `-1` or
+/// `never` (any case) meaning never (`None`), as mimalloc's `MIMALLOC_PURGE_DELAY` and jemalloc's
+/// `dirty_decay_ms`; empty means the default; anything else means the default, with a warning
+/// echoing it.
+pub(crate) fn parse_purge_delay_ms(value: &[u8]) -> (Option<usize>, Line) {
+    let v = value.trim_ascii();
+    if v.is_empty() {
+        return (Some(PURGE_DELAY_DEFAULT_MS), Line::new());
+    }
+    if v == b"-1" || v.eq_ignore_ascii_case(b"never") {
+        return (None, Line::new());
+    }
+    if !v.iter().all(u8::is_ascii_digit) {
+        let line = unknown_value(
+            b"SMALLARENA_PURGE_DELAY_MS",
+            value,
+            b"a whole number of milliseconds, -1 or never",
+            b"1000",
+        );
+        return (Some(PURGE_DELAY_DEFAULT_MS), line);
+    }
+    let ms = v.iter().fold(0usize, |n, &d| {
+        n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+    });
+    (Some(ms), Line::new())
+}
+
+// ---------------------------------------------------------------------------------------------
 // SMALLARENA_STATS
 // ---------------------------------------------------------------------------------------------
 
@@ -251,6 +305,101 @@ pub(crate) fn parse_fork(value: &[u8]) -> (RequestedFork, Line) {
     }
 }
 
+// The profiler: SMALLARENA_PROFILE, SMALLARENA_PROFILE_RATE, SMALLARENA_LEAKS
+// ---------------------------------------------------------------------------------------------
+
+/// The profiler's default mean sampling interval in bytes (`crate::profile::DEFAULT_RATE`).
+pub(crate) const PROFILE_RATE_DEFAULT: usize = 512 * 1024;
+
+/// Reads `SMALLARENA_PROFILE`: the path to write the profile to at exit, if set and not empty.
+/// Called once per process, from the start-up constructor.
+#[cfg_attr(not(feature = "profile"), allow(dead_code))]
+pub(crate) fn read_profile_path() -> Option<&'static [u8]> {
+    var(c"SMALLARENA_PROFILE").filter(|v| !v.is_empty())
+}
+
+/// Reads and parses `SMALLARENA_PROFILE_RATE`: the mean bytes between samples, and the warning to
+/// print (empty if none). Called once per process, from the start-up constructor.
+#[cfg_attr(not(feature = "profile"), allow(dead_code))]
+pub(crate) fn read_profile_rate() -> (usize, Line) {
+    match var(c"SMALLARENA_PROFILE_RATE") {
+        None => (PROFILE_RATE_DEFAULT, Line::new()),
+        Some(v) => parse_profile_rate(v),
+    }
+}
+
+/// The decision for a `SMALLARENA_PROFILE_RATE` value (pure): a whole number of bytes, at least 1,
+/// ASCII whitespace around it ignored, saturating; empty means the default; anything else means
+/// the default, with a warning echoing it.
+pub(crate) fn parse_profile_rate(value: &[u8]) -> (usize, Line) {
+    let v = value.trim_ascii();
+    if v.is_empty() {
+        return (PROFILE_RATE_DEFAULT, Line::new());
+    }
+    let n = v.iter().all(u8::is_ascii_digit).then(|| {
+        v.iter().fold(0usize, |n, &d| {
+            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+        })
+    });
+    match n {
+        Some(n) if n >= 1 => (n, Line::new()),
+        _ => (
+            PROFILE_RATE_DEFAULT,
+            unknown_value(
+                b"SMALLARENA_PROFILE_RATE",
+                value,
+                b"a whole number of bytes, at least 1",
+                b"524288",
+            ),
+        ),
+    }
+}
+
+/// Reads and parses `SMALLARENA_LEAKS`; the warning to print comes with it (empty if none).
+/// Called once per process, from the start-up constructor.
+#[cfg_attr(not(feature = "profile"), allow(dead_code))]
+pub(crate) fn read_leaks() -> (bool, Line) {
+    match var(c"SMALLARENA_LEAKS") {
+        None => (false, Line::new()),
+        Some(v) => parse_leaks(v),
+    }
+}
+
+/// The decision for a `SMALLARENA_LEAKS` value (pure): the words of `SMALLARENA_STATS` for on
+/// and off; an unknown value means off, with a warning echoing it.
+pub(crate) fn parse_leaks(value: &[u8]) -> (bool, Line) {
+    let v = value.trim_ascii();
+    let is = |words: &[&[u8]]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+    if is(&[b"", b"0", b"false", b"no", b"off"]) {
+        (false, Line::new())
+    } else if is(&[b"1", b"true", b"yes", b"on"]) {
+        (true, Line::new())
+    } else {
+        (
+            false,
+            unknown_value(b"SMALLARENA_LEAKS", value, b"0, 1", b"0"),
+        )
+    }
+}
+
+/// Without the `profile` feature: one line on stderr if `SMALLARENA_PROFILE` or
+/// `SMALLARENA_LEAKS` asks for the profiler, which this build does not have. Called once, from
+/// the start-up constructor.
+#[cfg(not(feature = "profile"))]
+#[cfg_attr(any(miri, loom), allow(dead_code))]
+pub(crate) fn warn_if_profile_asked() {
+    if read_profile_path().is_some() || read_leaks().0 {
+        let mut line = Line::new();
+        line.push(PROFILE_WITHOUT_FEATURE);
+        line.emit();
+    }
+}
+
+/// The line printed when the profiler is asked for in a build without it.
+#[cfg_attr(feature = "profile", allow(dead_code))]
+const PROFILE_WITHOUT_FEATURE: &[u8] = b"smallarena: SMALLARENA_PROFILE and SMALLARENA_LEAKS need \
+the `profile` cargo feature, which this build lacks; not profiling\n";
+
 // ---------------------------------------------------------------------------------------------
 // Warnings
 // ---------------------------------------------------------------------------------------------
@@ -278,6 +427,37 @@ impl Line {
             buf: [0; LINE_CAP],
             len: 0,
         }
+    }
+
+    /// A line of fixed text.
+    #[cfg_attr(not(feature = "profile"), allow(dead_code))]
+    pub(crate) fn message(text: &[u8]) -> Line {
+        let mut line = Line::new();
+        line.push(text);
+        line
+    }
+
+    /// The warning for a value of `name` longer than `max` bytes, which is ignored.
+    #[cfg_attr(not(feature = "profile"), allow(dead_code))]
+    pub(crate) fn too_long(name: &[u8], max: usize) -> Line {
+        let mut line = Line::new();
+        line.push(b"smallarena: ");
+        line.push(name);
+        line.push(b" is longer than ");
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = max;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        line.push(digits.get(i..).unwrap_or(&[]));
+        line.push(b" bytes; ignored\n");
+        line
     }
 
     /// Appends `bytes`, dropping whatever does not fit.
@@ -481,6 +661,37 @@ mod tests {
     }
 
     #[test]
+    fn purge_delay_values() {
+        for (value, want) in [
+            ("", Some(PURGE_DELAY_DEFAULT_MS)),
+            ("  ", Some(PURGE_DELAY_DEFAULT_MS)),
+            ("0", Some(0)),
+            (" 250\n", Some(250)),
+            ("-1", None),
+            ("never", None),
+            (" NEVER ", None),
+            ("99999999999999999999999999", Some(usize::MAX)),
+        ] {
+            let (got, note) = parse_purge_delay_ms(value.as_bytes());
+            assert_eq!(got, want, "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
+        }
+        for value in ["-2", "10ms", "1.5", "off", "- 1"] {
+            let (got, note) = parse_purge_delay_ms(value.as_bytes());
+            assert_eq!(got, Some(PURGE_DELAY_DEFAULT_MS), "{value:?}");
+            assert_eq!(
+                text(&note),
+                format!(
+                    "smallarena: unknown SMALLARENA_PURGE_DELAY_MS value \"{value}\"; accepted: a \
+                     whole number of milliseconds, -1 or never; using 1000\n"
+                )
+            );
+        }
+        // The default the warning names is the default used.
+        assert_eq!(PURGE_DELAY_DEFAULT_MS, 1000);
+    }
+
+    #[test]
     fn fork_values() {
         use RequestedFork as ForkPolicy;
         for (value, want) in [
@@ -503,6 +714,44 @@ mod tests {
             text(&parse_fork(b" Shared ").1),
             "smallarena: unknown SMALLARENA_FORK value \"Shared\"; accepted: reuse, share; \
              using reuse\n"
+        );
+    }
+
+    #[test]
+    fn profile_values() {
+        for (value, want) in [
+            ("", PROFILE_RATE_DEFAULT),
+            ("1", 1),
+            (" 4096\n", 4096),
+            ("99999999999999999999999999", usize::MAX),
+        ] {
+            let (got, note) = parse_profile_rate(value.as_bytes());
+            assert_eq!(got, want, "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
+        }
+        for value in ["0", "-1", "4k", "1e6", "0x100"] {
+            let (got, note) = parse_profile_rate(value.as_bytes());
+            assert_eq!(got, PROFILE_RATE_DEFAULT, "{value:?}");
+            assert!(
+                text(&note).starts_with("smallarena: unknown SMALLARENA_PROFILE_RATE value \""),
+                "{}",
+                text(&note)
+            );
+        }
+        for (value, want) in [("", false), ("0", false), ("off", false), ("1", true), (" YES ", true)] {
+            let (got, note) = parse_leaks(value.as_bytes());
+            assert_eq!(got, want, "{value:?}");
+            assert!(note.as_bytes().is_empty(), "{value:?}");
+        }
+        let (got, note) = parse_leaks(b"all");
+        assert!(!got);
+        assert_eq!(
+            text(&note),
+            "smallarena: unknown SMALLARENA_LEAKS value \"all\"; accepted: 0, 1; using 0\n"
+        );
+        assert_eq!(
+            text(&Line::too_long(b"SMALLARENA_PROFILE", 4096)),
+            "smallarena: SMALLARENA_PROFILE is longer than 4096 bytes; ignored\n"
         );
     }
 

@@ -19,6 +19,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use crate::mode::{self, State};
 use crate::size_class::{self, is_medium, is_served, is_small};
 use crate::tunables::PEAK_SAMPLE_SIZE;
+#[cfg(all(feature = "profile", not(any(loom, miri))))]
+use crate::profile;
 use crate::{annotate, heap, raw, system};
 
 /// Registers the fork handlers, creates the thread-exit key and arms the statistics printed at
@@ -34,6 +36,10 @@ extern "C" fn early_init() {
     heap::init_process();
     crate::stats::print_at_exit_if_asked();
     crate::fork::read_env();
+    #[cfg(feature = "profile")]
+    crate::profile::start_if_asked();
+    #[cfg(not(feature = "profile"))]
+    crate::env::warn_if_profile_asked();
 }
 
 /// The global allocator. A zero-sized handle: all state is process-wide.
@@ -65,10 +71,13 @@ impl SmallArena {
 ///   blocks other threads freed into them;
 /// * every wholly empty arena (1 MiB), unmapped, including the one normally kept mapped so that
 ///   a program freeing everything and starting again does not map and unmap on every turn;
-/// * the pages of every free pool (16 KiB) of the arenas still in use, dropped with
-///   `madvise(MADV_DONTNEED)`: the range stays mapped and reads as zeros when used again. On a
-///   4 KiB-page system the pool's first page is touched again at once (it holds the pool's
-///   header), so 12 KiB of each 16 KiB free pool go back.
+/// * the pages of every free pool (16 KiB, header included: an arena lists its free pools in its
+///   own header) of the arenas still in use, dropped with `madvise(MADV_DONTNEED)`: the range
+///   stays mapped and reads as zeros when used again.
+///
+/// The purge delay (`SMALLARENA_PURGE_DELAY_MS`, 1 s by default) returns free pools and the kept
+/// empty arena on its own once they have been unused that long, on the next slow path; `collect()`
+/// does not wait, and also reaches the calling thread's and the exited threads' empty pools.
 ///
 /// Not returned: the other live threads' heaps' cached empty pools (at most four, 64 KiB, per
 /// heap: only their owner touches its lists; each thread may call `collect()` itself), free
@@ -245,13 +254,53 @@ unsafe fn large_free(ptr: *mut u8, layout: Layout) {
     unsafe { system::free(ptr) };
 }
 
-// SAFETY: small and medium blocks come from pools that hand each block to one caller at a time, sized and
-// aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
+/// A request whose profiler countdown crossed zero (feature `profile`): the profiler's own
+/// requests from the system allocator, the others as usual, recorded when they are samples.
+#[cfg(all(feature = "profile", not(any(loom, miri))))]
+#[cold]
+#[inline(never)]
+fn alloc_crossed(layout: Layout, zeroed: bool) -> *mut u8 {
+    let plain = || {
+        if is_small(layout.size(), layout.align()) {
+            if mode::is_arena() {
+                return if zeroed {
+                    heap::alloc_zeroed(layout.size())
+                } else {
+                    heap::alloc(layout.size())
+                };
+            }
+            return alloc_small_other(layout, zeroed);
+        }
+        if zeroed {
+            medium_or_large_alloc::<true>(layout)
+        } else {
+            medium_or_large_alloc::<false>(layout)
+        }
+    };
+    match profile::on_crossing() {
+        profile::Crossing::Guarded => profile::guarded_alloc(layout, zeroed).unwrap_or_else(plain),
+        profile::Crossing::Skip => plain(),
+        profile::Crossing::Sample(rate) => {
+            let p = plain();
+            profile::record(p, layout.size(), rate);
+            p
+        }
+    }
+}
+
+// SAFETY: small and medium blocks come from pools that hand each block to one caller at a time,
+// sized and aligned for the class (16-byte aligned, at least `size` bytes); everything else comes from libc
 // with the requested alignment. `dealloc`/`realloc` route by the `Layout` the caller must pass
 // back unchanged, and the mode that decides the routing never changes once a block exists.
 unsafe impl GlobalAlloc for SmallArena {
-    #[inline]
+    // Always inlined: with the profiler's hook (feature `profile`) the body crossed LLVM's
+    // threshold for `#[inline]`, as `dealloc`'s did.
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        if profile::crossed(layout.size()) {
+            return alloc_crossed(layout, false);
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 return heap::alloc(layout.size());
@@ -261,8 +310,14 @@ unsafe impl GlobalAlloc for SmallArena {
         medium_or_large_alloc::<false>(layout)
     }
 
-    #[inline]
+    // Always inlined: with the profiler's hook (feature `profile`) the body crossed LLVM's
+    // threshold for `#[inline]`, as `dealloc`'s did.
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        if profile::crossed(layout.size()) {
+            return alloc_crossed(layout, true);
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 return heap::alloc_zeroed(layout.size());
@@ -276,6 +331,11 @@ unsafe impl GlobalAlloc for SmallArena {
     // and a direct caller paid a call (and its register shuffling) on every free.
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        // SAFETY: forwarding the caller's contract; true means the hook freed the block.
+        if unsafe { profile::on_dealloc(ptr, layout) } {
+            return;
+        }
         if is_small(layout.size(), layout.align()) {
             if mode::is_arena() {
                 // SAFETY: the caller passes a live block from `alloc` with this layout; small
@@ -292,6 +352,19 @@ unsafe impl GlobalAlloc for SmallArena {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        #[cfg(all(feature = "profile", not(any(loom, miri))))]
+        // SAFETY: forwarding the caller's contract.
+        match unsafe { profile::realloc_begin(ptr, layout, new_size) } {
+            profile::Realloc::Plain => {}
+            profile::Realloc::Done(q) => return q,
+            profile::Realloc::Moving(rec) => {
+                // The sample is out of the table: this call takes the usual path.
+                // SAFETY: forwarding the caller's contract.
+                let q = unsafe { self.realloc(ptr, layout, new_size) };
+                profile::realloc_end(rec, ptr, q, new_size);
+                return q;
+            }
+        }
         let m = mode::decide();
         let old_arena = owned_by_arena(m, ptr, layout.size(), layout.align());
         let new_arena = in_arena(m, new_size, layout.align());
@@ -318,6 +391,8 @@ unsafe impl GlobalAlloc for SmallArena {
                     heap::sample_peak_now();
                 }
             }
+            #[cfg(all(feature = "profile", not(any(loom, miri))))]
+            profile::after_system_realloc(q, new_size);
             return q;
         }
         // Moving between the arena and libc, or between two arena classes.

@@ -656,6 +656,8 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
+    // A pool ran out: a due purge pass runs here (free arena pools only).
+    crate::arena::purge_tick();
     // SAFETY: everything below touches only pools owned by `heap`, which is ours.
     unsafe {
         drain_queue(heap, None);

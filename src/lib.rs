@@ -42,7 +42,8 @@
 //!    leaves the parent's pages shared; the fork generation and its counters).
 //! 3. `pool` (16 KiB small and 256 KiB medium pools: header, free list, lock-free remote-free
 //!    list), `arena_map` (which addresses are arena memory: a lock-free bitmap over arena
-//!    addresses per kind of arena).
+//!    addresses per kind of arena), `purge` (the purge delay: when free pools and empty arenas
+//!    go back to the OS; its clock and schedule).
 //! 4. `arena` (1 MiB small and 4 MiB medium arenas, the fullest-first pool supply, returning
 //!    empty arenas to the OS).
 //! 5. `heap` (per-thread heaps: the fast paths, remote frees, thread exit and adoption,
@@ -111,6 +112,7 @@ on_supported_targets! {
     // Layer 3: pools and the arena map.
     mod pool;
     mod arena_map;
+    mod purge;
     // Layer 4: arenas.
     mod arena;
     // Layer 5: heaps.
@@ -118,6 +120,9 @@ on_supported_targets! {
     // Layer 6: reports and size-less access.
     mod stats;
     pub mod raw;
+    #[cfg(all(feature = "profile", not(any(loom, miri))))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
+    pub mod profile;
     // Layer 7: the allocators.
     mod annotate;
     mod global;

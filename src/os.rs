@@ -274,15 +274,3 @@ pub(crate) fn parse_decimal(text: &[u8]) -> Option<usize> {
         }
     })
 }
-
-/// The OS page size in bytes; 0 under Miri and loom, where pages are never given back.
-pub(crate) fn page_size_or_zero() -> usize {
-    #[cfg(not(any(miri, loom)))]
-    {
-        page_size()
-    }
-    #[cfg(any(miri, loom))]
-    {
-        0
-    }
-}

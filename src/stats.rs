@@ -28,7 +28,8 @@ pub fn stats() -> Stats {
 /// mapped arena, then reads the heap list's counters. Allocates nothing.
 fn collect(stats: &mut Stats) {
     let mut locked = Locked::take();
-    locked.for_each_pool(|pool| {
+    // Purged pools are free; their headers are not read (that would fault their pages in).
+    stats.free_pools += locked.for_each_pool(|pool| {
         // SAFETY: pool headers of mapped arenas are readable under the lock; the fields read
         // are atomics.
         unsafe {
@@ -60,6 +61,7 @@ fn collect(stats: &mut Stats) {
     stats.medium_arenas_mapped = mapped;
     stats.medium_arenas_peak = peak;
     (stats.bytes_mapped, stats.bytes_mapped_peak) = locked.bytes_mapped();
+    (stats.pools_purged, stats.arenas_unmapped) = locked.returned();
     let heaps = crate::heap::list_counts(&mut locked);
     stats.bytes_requested = heaps.requested;
     stats.bytes_requested_peak = heaps.requested_peak;
@@ -144,6 +146,15 @@ pub struct Stats {
     /// a heap and hands it back). A count far above the number of threads means allocation keeps
     /// happening after exit handling, where each one pays a whole handoff.
     pub heap_handoffs: usize,
+    /// Free pools (small and medium) whose memory went back to the OS since the process started
+    /// (all of a pool's pages, header included, dropped with `madvise(MADV_DONTNEED)`): by the
+    /// purge delay (`SMALLARENA_PURGE_DELAY_MS`) or by [`crate::collect()`].
+    pub pools_purged: usize,
+    /// Arenas (1 MiB small and 4 MiB medium ones) unmapped since the process started: as they
+    /// became wholly empty while
+    /// another empty one was kept, after staying empty for the purge delay, or by
+    /// [`crate::collect()`].
+    pub arenas_unmapped: usize,
     /// Bytes of the arenas this process inherited across `fork()`s made with
     /// [`ForkPolicy::Share`](crate::ForkPolicy) (1 MiB each) and leaves untouched, shared with
     /// the parent: not counted in `arenas_mapped`, `bytes_mapped` or the per-class counters.
@@ -179,6 +190,8 @@ impl Stats {
             heaps: 0,
             heaps_abandoned: 0,
             heap_handoffs: 0,
+            pools_purged: 0,
+            arenas_unmapped: 0,
             fork_inherited_bytes: 0,
             fork_retained_bytes: 0,
         }
@@ -262,7 +275,7 @@ impl fmt::Display for StatsJson<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 26] = [
+        let fields: [(&str, usize); 28] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
             ("medium_arenas_mapped", s.medium_arenas_mapped),
@@ -279,6 +292,8 @@ impl fmt::Display for StatsJson<'_> {
             ("heaps", s.heaps),
             ("heaps_abandoned", s.heaps_abandoned),
             ("heap_handoffs", s.heap_handoffs),
+            ("pools_purged", s.pools_purged),
+            ("arenas_unmapped", s.arenas_unmapped),
             ("fork_inherited_bytes", s.fork_inherited_bytes),
             ("fork_retained_bytes", s.fork_retained_bytes),
             ("blocks_in_use", s.blocks_in_use()),
@@ -449,6 +464,21 @@ fn exit_fd() -> Option<i32> {
     (identity(fd) == Some(want)).then_some(fd)
 }
 
+/// Writes `bytes` where the statistics go at exit (stderr, or its saved duplicate; nowhere if
+/// neither is open), with `write(2)`, retrying short writes. For the profiler's leak report.
+#[cfg(all(feature = "profile", not(any(miri, loom))))]
+pub(crate) fn write_at_exit(bytes: &[u8]) {
+    let Some(fd) = exit_fd() else { return };
+    let mut w = FdWriter::new(fd);
+    for chunk in bytes.chunks(w.buf.len()) {
+        if let Some(dst) = w.buf.get_mut(..chunk.len()) {
+            dst.copy_from_slice(chunk);
+            w.len = chunk.len();
+        }
+        w.flush();
+    }
+}
+
 #[cfg(not(any(miri, loom)))]
 extern "C" fn print_text_at_exit() {
     let Some(fd) = exit_fd() else { return };
@@ -530,7 +560,9 @@ impl fmt::Display for Stats {
             "# heaps (abandoned)            = {} ({})",
             self.heaps, self.heaps_abandoned
         )?;
-        write!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
+        writeln!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
+        writeln!(f, "# pools purged                 = {}", self.pools_purged)?;
+        write!(f, "# arenas unmapped              = {}", self.arenas_unmapped)?;
         if self.fork_inherited_bytes != 0 || self.fork_retained_bytes != 0 {
             write!(
                 f,

@@ -22,6 +22,10 @@ pub(crate) use core::sync::atomic::{
 pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
 };
+/// The profiler's sampled-address filter (`src/profile/table.rs`); the profiler is not modelled
+/// under loom.
+#[cfg(all(feature = "profile", not(loom)))]
+pub(crate) use core::sync::atomic::AtomicU16;
 
 /// Declares a process-wide global (a `static` natively; a per-execution lazy static under loom).
 #[cfg(not(loom))]

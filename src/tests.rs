@@ -532,3 +532,46 @@ fn medium_blocks_of_exited_threads_are_freed_and_collected() {
     let s = crate::stats();
     assert!(s.medium_arenas_peak >= 1 && s.bytes_mapped_peak >= crate::tunables::MEDIUM_ARENA_SIZE);
 }
+
+/// The profiler's hooks in `GlobalAlloc` (feature `profile`).
+#[cfg(feature = "profile")]
+mod profile {
+    use crate::profile::{sampler, start, stop, table};
+    use core::alloc::{GlobalAlloc, Layout};
+
+    /// A block sampled through the `GlobalAlloc` hooks has a record until it is freed, and its
+    /// record follows it through `realloc`; the guard's system blocks are freed to the system
+    /// allocator, and an arena block freed inside the guard goes to the arena.
+    #[test]
+    fn samples_follow_blocks_and_foreign_blocks_go_home() {
+        let a = crate::SmallArena::new();
+        start(1).unwrap(); // every allocation of more than 0 bytes is a sample
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: valid layouts; each block freed once with its layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(table::contains(p));
+            let q = a.realloc(p, layout, 4000);
+            assert!(!table::contains(p) || p == q);
+            assert!(table::contains(q), "the sample follows the block");
+            a.dealloc(q, Layout::from_size_align(4000, 8).unwrap());
+            assert!(!table::contains(q));
+            stop();
+            // Inside the guard a small request comes from libc; freed outside it, it goes back.
+            let g = sampler::Guard::enter();
+            let f = a.alloc(layout);
+            drop(g);
+            assert!(!f.is_null());
+            assert!(!crate::raw::owns(f));
+            let f = a.realloc(f, layout, 64);
+            assert!(!crate::raw::owns(f));
+            a.dealloc(f, Layout::from_size_align(64, 8).unwrap());
+            // An arena block freed inside the guard goes to the arena.
+            let b = a.alloc(layout);
+            let g = sampler::Guard::enter();
+            a.dealloc(b, layout);
+            drop(g);
+            assert!(crate::raw::owns(b));
+        }
+    }
+}

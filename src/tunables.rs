@@ -104,6 +104,19 @@ const _: () = assert!(EXIT_ROUNDS >= 1);
 pub(crate) const PEAK_SAMPLE_SIZE: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
+// Giving memory back
+// ---------------------------------------------------------------------------------------------
+
+/// How long, in milliseconds, a free pool or the kept empty arena stays unused before its memory
+/// goes back to the OS when `SMALLARENA_PURGE_DELAY_MS` is unset (see `purge` for the policy, and
+/// the README's "Memory given back" for the delays measured): mimalloc 3's default.
+pub(crate) const PURGE_DELAY_DEFAULT_MS: usize = 1000;
+/// Most free small pools one purge pass gives back (16 MiB; a 256 KiB medium pool counts as 16
+/// of them), so the arena lock is not held while the
+/// OS frees a whole burst's pages; a pass that stops there leaves the rest to the next slow path.
+pub(crate) const PURGE_BATCH: usize = 1024;
+
+// ---------------------------------------------------------------------------------------------
 // Annotate mode (Valgrind)
 // ---------------------------------------------------------------------------------------------
 

@@ -65,6 +65,17 @@
 //! thread's heap pointer is read in the initial-exec TLS model, with no `__tls_get_addr` call
 //! (the library has `STATIC_TLS`: loaded by `LD_PRELOAD` it always gets its slot).
 //!
+//! ## Heap profiling
+//! smallarena is built with its `profile` feature, so `SMALLARENA_LEAKS=1` (the top allocation
+//! sites still live at exit, on stderr) and `SMALLARENA_PROFILE=<path>` (a pprof or folded-stacks
+//! profile written at exit) work for any program; see `smallarena::profile`. `malloc`, `calloc`,
+//! `realloc`, `posix_memalign`/`aligned_alloc`/`memalign` count their bytes towards the sampling
+//! countdown (a subtraction and a branch); `free` loads one global word (and, while samples are
+//! live, tail-calls `free_sampled`, which drops a freed block's sample). The profiler's own
+//! allocations (unwinding, symbolizing, encoding) re-enter `malloc` under its guard and go to
+//! `__libc_malloc`; `free` sends them back to glibc as it does every pointer the arena map does not
+//! own. `valloc` and `pvalloc` are not sampled.
+//!
 //! ## Semantics kept from glibc
 //! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
 //! `errno = ENOMEM`; `realloc(p, 0)` frees `p` and returns null; `realloc(NULL, n)` is
@@ -78,6 +89,7 @@ use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use libc::{__errno_location, dlvsym, EINVAL, ENOMEM, RTLD_NEXT};
+use smallarena::profile::hooks::{self, Crossing};
 use smallarena::raw::{self, MAX_ALIGN};
 
 // glibc's internal aliases of its allocator, which the `libc` crate does not declare.
@@ -103,6 +115,21 @@ fn set_errno(e: c_int) {
 /// Any size may be asked for; the block must be freed with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The profiler's countdown (one subtraction and a branch): see `malloc_crossed`.
+    if hooks::crossed(size) {
+        // SAFETY: forwarding.
+        return unsafe { malloc_crossed(size) };
+    }
+    // SAFETY: forwarding.
+    unsafe { malloc_plain(size) }
+}
+
+/// [`malloc`] without the profiler's hook.
+///
+/// # Safety
+/// As for [`malloc`].
+#[inline(always)]
+unsafe fn malloc_plain(size: usize) -> *mut c_void {
     // The fast path makes no call, so nothing is kept across one: everything else (a pool run
     // dry, a thread's first request, size 0, large requests, modes other than Arena) goes to
     // `malloc_slow` as a tail call.
@@ -112,6 +139,45 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     }
     // SAFETY: forwarding.
     unsafe { malloc_slow(size) }
+}
+
+/// A request whose profiler countdown crossed zero: from glibc when the profiler itself asks
+/// (its guard), else as usual, and recorded if it is a sample.
+///
+/// # Safety
+/// As for [`malloc`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn malloc_crossed(size: usize) -> *mut c_void {
+    match hooks::on_crossing() {
+        // SAFETY: glibc's malloc has no preconditions.
+        Crossing::Guarded => unsafe { __libc_malloc(size) },
+        // SAFETY: forwarding.
+        Crossing::Skip => unsafe { malloc_plain(size) },
+        Crossing::Sample(rate) => {
+            // SAFETY: forwarding.
+            let p = unsafe { malloc_plain(size) };
+            hooks::record(p.cast(), size, rate);
+            p
+        }
+    }
+}
+
+/// After a block was served by another path than [`malloc`] (`calloc`, glibc's `realloc` and
+/// `memalign`): counts its size, and records it if it is a sample.
+#[inline(always)]
+fn count(p: *mut c_void, size: usize) {
+    if hooks::crossed(size) {
+        count_crossed(p, size);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_crossed(p: *mut c_void, size: usize) {
+    if let Crossing::Sample(rate) = hooks::on_crossing() {
+        hooks::record(p.cast(), size, rate);
+    }
 }
 
 /// [`malloc`] beyond the fast path.
@@ -131,14 +197,42 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 
 /// Frees a block from any function of this library (or from glibc before it was loaded).
 ///
-/// One ownership test for a small block ([`raw::owns_small`], which also answers "not ours" for
-/// null: glibc's `free(NULL)` does nothing), then straight to the arena's free path, inlined; a
-/// second test ([`raw::owns_medium`]) only for a pointer that is not a small block.
+/// One load for the profiler (whether any sample is live), one ownership test for a small block
+/// ([`raw::owns_small`], which also answers "not ours" for null: glibc's `free(NULL)` does
+/// nothing), then straight to the arena's free path, inlined; a second test
+/// ([`raw::owns_medium`]) only for a pointer that is not a small block.
 ///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // One load and a branch while no sample is live; else `free_sampled`, as a tail call.
+    if hooks::samples_live() {
+        // SAFETY: forwarding.
+        return unsafe { free_sampled(p) };
+    }
+    // SAFETY: forwarding.
+    unsafe { free_plain(p) }
+}
+
+/// [`free`] while samples are live: drops `p`'s sample if it is one (small, medium or glibc's),
+/// then frees it.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(never)]
+unsafe extern "C" fn free_sampled(p: *mut c_void) {
+    hooks::on_free(p.cast());
+    // SAFETY: forwarding.
+    unsafe { free_plain(p) }
+}
+
+/// [`free`] without the profiler's hook.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+unsafe fn free_plain(p: *mut c_void) {
     if raw::owns_small(p.cast()) {
         // SAFETY: a live block in our small arenas (per the caller, and owned per the registry).
         unsafe { raw::free_small(p.cast()) };
@@ -173,12 +267,46 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
         set_errno(ENOMEM);
         return null_mut();
     };
+    if hooks::crossed(total) {
+        // SAFETY: forwarding.
+        return unsafe { calloc_crossed(n, size, total) };
+    }
+    // SAFETY: forwarding.
+    unsafe { calloc_plain(n, size, total) }
+}
+
+/// [`calloc`] of `total = n * size` bytes without the profiler's hook.
+///
+/// # Safety
+/// As for [`malloc`].
+unsafe fn calloc_plain(n: usize, size: usize, total: usize) -> *mut c_void {
     let p = raw::alloc_zeroed(total);
     if !p.is_null() {
         return p.cast();
     }
     // SAFETY: glibc's calloc has no preconditions.
     unsafe { __libc_calloc(n, size) }
+}
+
+/// [`calloc`] when the profiler's countdown crossed zero (see [`malloc_crossed`]).
+///
+/// # Safety
+/// As for [`malloc`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn calloc_crossed(n: usize, size: usize, total: usize) -> *mut c_void {
+    match hooks::on_crossing() {
+        // SAFETY: glibc's calloc has no preconditions.
+        Crossing::Guarded => unsafe { __libc_calloc(n, size) },
+        // SAFETY: forwarding.
+        Crossing::Skip => unsafe { calloc_plain(n, size, total) },
+        Crossing::Sample(rate) => {
+            // SAFETY: forwarding.
+            let p = unsafe { calloc_plain(n, size, total) };
+            hooks::record(p.cast(), total, rate);
+            p
+        }
+    }
 }
 
 /// Resizes a block, glibc semantics: `realloc(NULL, n)` is `malloc(n)`, `realloc(p, 0)` frees `p`
@@ -192,9 +320,30 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: forwarding.
         return unsafe { malloc(size) };
     }
+    // A sampled block's sample follows it.
+    if let Some(m) = hooks::realloc_begin(p.cast()) {
+        // SAFETY: forwarding.
+        let q = unsafe { realloc_plain(p, size) };
+        // `realloc(p, 0)` freed the block (null back): its sample goes with it.
+        if !(q.is_null() && size == 0) {
+            hooks::realloc_end(m, p.cast(), q.cast(), size);
+        }
+        return q;
+    }
+    // SAFETY: forwarding.
+    unsafe { realloc_plain(p, size) }
+}
+
+/// [`realloc`] of a live block without the sample's move.
+///
+/// # Safety
+/// As for [`realloc`], and `p` is not null.
+unsafe fn realloc_plain(p: *mut c_void, size: usize) -> *mut c_void {
     if !raw::owns(p.cast()) {
         // SAFETY: a live glibc block.
-        return unsafe { __libc_realloc(p, size) };
+        let q = unsafe { __libc_realloc(p, size) };
+        count(q, size);
+        return q;
     }
     if size == 0 {
         // SAFETY: a live arena block.
@@ -246,7 +395,9 @@ unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
         unsafe { malloc(size) }
     } else {
         // SAFETY: glibc checks the alignment itself (EINVAL for absurd ones).
-        unsafe { __libc_memalign(align, size) }
+        let p = unsafe { __libc_memalign(align, size) };
+        count(p, size);
+        p
     }
 }
 
