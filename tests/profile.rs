@@ -88,7 +88,11 @@ fn program(name: &str) {
                     }))
                 })
                 .collect();
-            black_box(rcs.iter().map(|r| r.borrow().payload[0]).sum::<u8>());
+            black_box(
+                rcs.iter()
+                    .map(|r| u32::from(r.borrow().payload[0]))
+                    .sum::<u32>(),
+            );
             drop(rcs);
             churn();
         }

@@ -297,7 +297,10 @@ fn child_medium_burst_then_quiet() {
         assert!(!p.is_null());
         // SAFETY: a live block of MEDIUM_SIZE bytes.
         let bytes = unsafe { std::slice::from_raw_parts(p, MEDIUM_SIZE) };
-        assert!(bytes.iter().all(|&b| b == 0), "a zeroed medium block is dirty");
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "a zeroed medium block is dirty"
+        );
     }
     check();
     for p in again.into_iter().chain(kept) {
