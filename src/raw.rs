@@ -194,8 +194,8 @@ pub fn try_alloc(size: usize) -> *mut u8 {
 }
 
 /// Whether the arena block `p` can hold `new_size` bytes where it is: `new_size` is at most
-/// [`MAX_MEDIUM`] and in the block's size class (small or medium), so every byte [`usable_size`]
-/// promised stays valid. A C `realloc(p, new_size)` returns `p` unchanged when this is true;
+/// 32768 (`MAX_MEDIUM`) and in the block's size class (small or medium), so every byte
+/// [`usable_size`] promised stays valid. A C `realloc(p, new_size)` returns `p` unchanged when this is true;
 /// otherwise it moves the block. The rule (the same one `GlobalAlloc::realloc` follows) lives in
 /// one place.
 /// Always false for a block inherited across a `fork()` made with

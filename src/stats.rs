@@ -99,7 +99,7 @@ pub struct ClassStats {
 #[non_exhaustive]
 pub struct Stats {
     /// Per size class, smallest first: the 32 small classes (16..=512 bytes), then the 24 medium
-    /// ones (640..=32768 bytes); see [`crate::size_class`].
+    /// ones (640..=32768 bytes); see `src/size_class.rs`.
     #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_classes"))]
     pub classes: [ClassStats; CLASSES],
     /// Small arenas (1 MiB) mapped now.
