@@ -24,7 +24,7 @@ fn minor_faults() -> i64 {
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_minflt
+        ru.ru_minflt as i64
     }
 }
 
