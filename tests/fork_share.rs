@@ -49,25 +49,9 @@ fn run(policy: &str) -> Vec<Report> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let reports: Vec<Report> = stdout.lines().filter_map(parse).collect();
+    let reports: Vec<Report> = stdout.lines().filter_map(Report::parse).collect();
     assert_eq!(reports.len(), PARAMS.children, "{policy}: {stdout}");
     reports
-}
-
-/// One `report` line of the scenario process.
-fn parse(line: &str) -> Option<Report> {
-    let n: Vec<u64> = line
-        .strip_prefix("report ")?
-        .split(' ')
-        .map(|w| w.parse().unwrap())
-        .collect();
-    Some(Report {
-        pid: n[0],
-        dirty: [n[1], n[2], n[3], n[4]],
-        own_bytes: n[5],
-        retained: n[6],
-        intact: n[7],
-    })
 }
 
 fn mib(b: u64) -> f64 {
@@ -359,17 +343,7 @@ fn main() {
     }
     if std::env::var_os(SCENARIO_VAR).is_some() {
         for r in scenario::run(PARAMS) {
-            println!(
-                "report {} {} {} {} {} {} {} {}",
-                r.pid,
-                r.dirty[0],
-                r.dirty[1],
-                r.dirty[2],
-                r.dirty[3],
-                r.own_bytes,
-                r.retained,
-                r.intact
-            );
+            println!("{}", r.line());
         }
         return;
     }

@@ -54,6 +54,36 @@ impl Report {
     pub fn extra(&self) -> u64 {
         (self.dirty[3].saturating_sub(self.dirty[0])).saturating_sub(self.own_bytes)
     }
+
+    /// The report as the scenario process prints it: `report` and its eight numbers (pid, the
+    /// four dirty figures, own bytes, retained, intact), space-separated. The C program
+    /// (`workloads/c/forkshare.c`) prints the same line.
+    pub fn line(&self) -> String {
+        let [d0, d1, d2, d3] = self.dirty;
+        format!(
+            "report {} {d0} {d1} {d2} {d3} {} {} {}",
+            self.pid, self.own_bytes, self.retained, self.intact
+        )
+    }
+
+    /// The report of one [`Report::line`]; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Report> {
+        let n: Vec<u64> = line
+            .strip_prefix("report ")?
+            .split(' ')
+            .map(|w| w.parse().ok())
+            .collect::<Option<_>>()?;
+        let [pid, d0, d1, d2, d3, own_bytes, retained, intact] = n[..] else {
+            return None;
+        };
+        Some(Report {
+            pid,
+            dirty: [d0, d1, d2, d3],
+            own_bytes,
+            retained,
+            intact,
+        })
+    }
 }
 
 /// An object of the parent's heap.

@@ -63,23 +63,7 @@ fn params_of(s: &str) -> Params {
 }
 
 fn parse(stdout: &str) -> Vec<Report> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let n: Vec<u64> = l
-                .strip_prefix("report ")?
-                .split(' ')
-                .map(|w| w.parse().unwrap())
-                .collect();
-            Some(Report {
-                pid: n[0],
-                dirty: [n[1], n[2], n[3], n[4]],
-                own_bytes: n[5],
-                retained: n[6],
-                intact: n[7],
-            })
-        })
-        .collect()
+    stdout.lines().filter_map(Report::parse).collect()
 }
 
 /// Runs `cmd`, which prints `report` lines; exits the benchmark if it fails.
@@ -150,17 +134,7 @@ fn mib(b: u64) -> f64 {
 fn main() {
     if let Ok(p) = std::env::var(RUN_VAR) {
         for r in scenario::run(params_of(&p)) {
-            println!(
-                "report {} {} {} {} {} {} {} {}",
-                r.pid,
-                r.dirty[0],
-                r.dirty[1],
-                r.dirty[2],
-                r.dirty[3],
-                r.own_bytes,
-                r.retained,
-                r.intact
-            );
+            println!("{}", r.line());
         }
         return;
     }
