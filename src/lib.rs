@@ -46,8 +46,9 @@
 //!    go back to the OS; its clock and schedule).
 //! 4. `arena` (1 MiB small and 4 MiB medium arenas, the fullest-first pool supply, returning
 //!    empty arenas to the OS).
-//! 5. `heap` (per-thread heaps: the fast paths, remote frees, thread exit and adoption,
-//!    `fork()`; `heap::check`, the invariant checker).
+//! 5. `heap` (per-thread heaps: the fast paths and refill; `heap::remote`, remote frees;
+//!    `heap::lifecycle`, thread exit, adoption and `fork()`; `heap::check`, the invariant
+//!    checker).
 //! 6. `stats` ([`Stats`], the readable snapshot, and its printing), [`raw`] (size-less
 //!    `alloc`/`free`/`usable_size`/`owns`, for a C `malloc`: the `smallarena-preload` crate).
 //! 7. `annotate` (annotate mode: the arena with every block described to memcheck, and its

@@ -1,0 +1,133 @@
+//! Remote frees: a thread that does not own a block's pool pushes it onto the pool's lock-free
+//! remote list and queues the pool on its owner heap (one CAS each); the owner takes them back on
+//! its slow path ([`drain_queue`]). A free into an abandoned heap's pool sets [`RECLAIM`] (a Dekker
+//! pair with [`super::lifecycle::abandon`]), and a share-mode child's free of an inherited block
+//! writes nothing ([`free_inherited`]).
+
+#[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
+use super::*;
+
+/// Owner: moves the pool's remote frees onto its free list (keeping it queued if it is).
+///
+/// # Safety
+/// `pool` is owned by the calling thread's heap.
+pub(super) unsafe fn collect_remote(pool: *mut Pool) -> u32 {
+    // SAFETY: we own the pool; the taken blocks are ours.
+    unsafe {
+        let t = Pool::take_remote_keep_queued(pool);
+        let n = t.len;
+        Pool::splice(pool, t);
+        n
+    }
+}
+
+/// The calling thread's heap drains its remote queue (for the loom models).
+#[cfg(loom)]
+pub(crate) fn collect_current() {
+    let heap = current();
+    if !heap.is_null() {
+        // SAFETY: the heap is this thread's.
+        unsafe { drain_queue(heap, None) };
+    }
+}
+
+/// Owner: takes every pool off the heap's remote queue and reclaims its remote frees.
+///
+/// `locked` is `Some` when the heap is abandoned (we hold the lock): pools that become empty go
+/// straight back to their arena.
+///
+/// # Safety
+/// `heap` is used by the calling thread only (or abandoned, and `locked` is `Some`).
+pub(super) unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked>) {
+    // SAFETY: the heap is ours; queued pools are owned by it and cannot be released while queued.
+    unsafe {
+        if (*heap).queue.load(Ordering::SeqCst).is_null() {
+            return;
+        }
+        let mut pool = (*heap).queue.swap(null_mut(), Ordering::SeqCst);
+        while !pool.is_null() {
+            let next = Pool::queue_link(pool).load(Ordering::Relaxed);
+            Pool::splice(pool, Pool::take_remote_and_unqueue(pool));
+            free_local_slow(heap, pool, locked.as_deref_mut());
+            pool = next;
+        }
+    }
+}
+
+/// A free from a thread that does not own the block's pool.
+///
+/// # Safety
+/// `block` is a live block of `pool`; `heap` is the caller's heap or null.
+#[cold]
+#[inline(never)]
+pub(super) unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: usize) {
+    // SAFETY: arena memory is mapped: the header is readable, and once `is_block` holds so are
+    // the block's first two words (ours, if the block is live as the caller promises). A pool in
+    // no heap, or serving no class, fails the checks before the block is touched.
+    unsafe {
+        let owner = (*pool).owner.load(Ordering::Acquire);
+        if owner.is_null() || !Pool::is_block_any(pool, block.cast()) {
+            fault(Fault::InvalidPointer, block.cast());
+        }
+        // Only the owner may walk the pool's free list, so the key alone decides here: a live
+        // block holds the owner heap's address only if the program wrote it there.
+        if (*block).key == owner.addr() {
+            fault(Fault::DoubleFree, block.cast());
+        }
+        // Before anything is written: a share-mode child leaves inherited pages alone.
+        if crate::arena::inherited(block.cast()) {
+            return free_inherited(pool, size);
+        }
+        (*block).key = owner.addr();
+    }
+    if heap.is_null() {
+        ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
+    } else {
+        // SAFETY: the heap is ours.
+        unsafe { add_requested(heap, size.wrapping_neg()) };
+    }
+    // SAFETY: the block is live, so the pool's owner is stable until we publish the block; the
+    // owner heap is never unmapped. Once `push_remote` reports that we set QUEUED, the pool
+    // cannot be released until its owner pops it from the queue, which we push it onto here.
+    unsafe {
+        let owner = (*pool).owner.load(Ordering::Acquire).cast::<Heap>();
+        if Pool::push_remote(pool, block) {
+            let q = &(*owner).queue;
+            let link = Pool::queue_link(pool);
+            let mut head = q.load(Ordering::Relaxed);
+            loop {
+                link.store(head, Ordering::Relaxed);
+                match q.compare_exchange_weak(head, pool, Ordering::SeqCst, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(h) => head = h,
+                }
+            }
+            if (*owner).abandoned.load(Ordering::SeqCst) {
+                RECLAIM.store(true, Ordering::SeqCst);
+                // Nobody runs the owner's slow paths any more: reclaim its queue now if the
+                // lock is free (never wait for it here), so memory freed into a dead thread's
+                // pools goes back to the arenas promptly. Adoption clears `abandoned` under the
+                // lock, so if it is still set while we hold the lock, the heap is ours to drain.
+                if let Some(mut locked) = Locked::try_take() {
+                    if (*owner).abandoned.load(Ordering::Relaxed) {
+                        drain_queue(owner, Some(&mut locked));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A share-mode child's free of a block inherited from its parent ([`crate::fork`]): nothing is
+/// written to the block or its pool; the block is dropped, its bytes counted as retained, and the
+/// request's bytes taken off the calling thread's count as for any free.
+///
+/// # Safety
+/// `pool` is the inherited pool of a live block.
+#[cold]
+#[inline(never)]
+pub(super) unsafe fn free_inherited(pool: *mut Pool, size: usize) {
+    account(size.wrapping_neg());
+    // SAFETY: the block is live, so its pool's class fields may be read.
+    crate::fork::retain(unsafe { Pool::block_size(pool) });
+}
