@@ -354,7 +354,9 @@ fn stats_serialize_like_the_printed_json() {
     let derived = serde_json::to_value(&s).unwrap();
     let printed: serde_json::Value = serde_json::from_str(&s.json().to_string()).unwrap();
     let derived = derived.as_object().unwrap();
-    assert_eq!(derived["classes"].as_array().unwrap().len(), 32);
+    // One entry per size class: 32 small (16-512 B) and 24 medium (640 B-32 KiB).
+    assert_eq!(derived["classes"].as_array().unwrap().len(), 32 + 24);
+    assert_eq!(s.classes.len(), 32 + 24);
     for (field, value) in derived {
         assert!(printed.get(field).is_some(), "{field} not printed");
         if field == "classes" {
