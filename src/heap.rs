@@ -36,6 +36,7 @@ const EMPTY_CACHES: [usize; 2] = [EMPTY_CACHE, MEDIUM_EMPTY_CACHE];
 pub(crate) mod check;
 mod lifecycle;
 mod remote;
+mod remote_buffer;
 
 // The crate reaches the heap through `heap::`: the two protocol files' names are the heap's.
 #[allow(unused_imports)] // which are used depends on loom and Miri
@@ -60,6 +61,8 @@ pub(crate) use remote::*;
 /// * Heap-list links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
 ///   only under the lock, and read without it by remote freers (see [`RECLAIM`]).
 /// * While abandoned, the heap and its pools are touched only under the lock.
+/// * `remote_buffer` holds blocks of other heaps' pools only, freed by this heap's thread (see
+///   [`remote_buffer::RemoteBuffer`]); it is empty while the heap is abandoned.
 #[repr(C)]
 pub struct Heap {
     classes: [*mut Pool; CLASSES],
@@ -70,6 +73,8 @@ pub struct Heap {
     all_next: *mut Heap,
     abandoned_next: *mut Heap,
     abandoned: AtomicBool,
+    /// Blocks this heap's thread freed into other heaps' pools, not yet sent to them.
+    remote_buffer: remote_buffer::RemoteBuffer,
 }
 
 struct Sentinel(UnsafeCell<Pool>);
@@ -543,8 +548,10 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
     // A pool ran out: a due purge pass runs here (free arena pools only).
     crate::arena::purge_tick();
-    // SAFETY: everything below touches only pools owned by `heap`, which is ours.
+    // SAFETY: everything below touches only pools owned by `heap`, which is ours (the buffer's
+    // blocks go to other heaps' pools).
     unsafe {
+        flush_remote_buffer(heap);
         drain_queue(heap, None);
         loop {
             let pool = (*heap).classes[class];
@@ -847,9 +854,13 @@ pub(crate) fn release_memory() {
     let _quiet = crate::mode::quiet();
     let heap = current();
     if !heap.is_null() {
-        // Remote frees first (this may retire pools, taking the lock itself).
+        // Remote frees first, ours to other heaps and theirs to us (this may retire pools,
+        // taking the lock itself).
         // SAFETY: the heap is this thread's.
-        unsafe { drain_queue(heap, None) };
+        unsafe {
+            flush_remote_buffer(heap);
+            drain_queue(heap, None);
+        }
     }
     let mut locked = Locked::take();
     if !heap.is_null() {

@@ -8,7 +8,9 @@
 //! Any other thread frees into the pool by pushing the block onto the lock-free *remote* list,
 //! a single atomic word that holds the list head plus a `QUEUED` bit in its low bit:
 //!
-//! * A remote free pushes with a CAS and always sets `QUEUED`. The freer that turned `QUEUED`
+//! * A remote free pushes with a CAS and always sets `QUEUED`; a freer batches its frees of one
+//!   pool (`heap::remote_buffer`) and pushes the whole chain with one CAS
+//!   ([`Pool::push_remote_chain`]), blocks it holds staying counted in `used` meanwhile. The freer that turned `QUEUED`
 //!   on (it saw it off) then pushes the pool onto its owner heap's remote queue, so the owner
 //!   learns which pools have remote frees without scanning.
 //! * The owner may take the blocks at any time while leaving `QUEUED` as it was
@@ -412,24 +414,35 @@ impl Pool {
         (size - POOL_HEADER) / any_block_size(class)
     }
 
-    /// Pushes `block` onto the remote list from a thread that does not own the pool.
+    /// Splices a chain of `n` blocks, `head` to `tail` linked through [`Block::next`], onto the
+    /// remote list from a thread that does not own the pool: one count add and one CAS for the
+    /// whole chain (the remote-free buffer's flush, `heap::remote_buffer`).
     /// Returns true when this call turned `QUEUED` on: the caller must then push the pool onto
     /// its owner's remote queue.
     ///
     /// # Safety
-    /// `pool` is a live pool and `block` a block of it that the caller owns (allocated, not
-    /// freed); after this call the block belongs to the owner.
+    /// `pool` is a live pool; `head`..`tail` are `n >= 1` blocks of it, each freed by the program
+    /// and owned by the caller (not published anywhere else), linked from `head` to `tail`
+    /// (`tail.next` may hold anything: it is overwritten). After this call the blocks belong to
+    /// the owner.
     #[inline]
-    pub unsafe fn push_remote(pool: *mut Pool, block: *mut Block) -> bool {
-        // SAFETY: the pool header lives as long as any block of it is live (ours is).
+    pub unsafe fn push_remote_chain(
+        pool: *mut Pool,
+        head: *mut Block,
+        tail: *mut Block,
+        n: u32,
+    ) -> bool {
+        debug_assert!(n >= 1 && !head.is_null() && !tail.is_null());
+        // SAFETY: the pool header lives as long as any block of it is live (the chain's are: the
+        // owner counts them in `used` until they reach its free list).
         let side = unsafe { &(*pool).remote };
-        side.count.fetch_add(1, Ordering::Relaxed);
+        side.count.fetch_add(n, Ordering::Relaxed);
         let mut old = side.head.load(Ordering::Relaxed);
         loop {
             let next = old.map_addr(|a| a & !QUEUED);
-            // SAFETY: the block is ours until the CAS below publishes it.
-            unsafe { (*block).next = next };
-            let new = block.map_addr(|a| a | QUEUED);
+            // SAFETY: the chain is ours until the CAS below publishes it.
+            unsafe { (*tail).next = next };
+            let new = head.map_addr(|a| a | QUEUED);
             match side
                 .head
                 .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)

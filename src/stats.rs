@@ -18,6 +18,9 @@ use core::fmt;
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = crate::mode::quiet();
+    // The calling thread's buffered remote frees go out first, so a thread sees its own frees
+    // (other live threads' buffers are theirs: see `heap::remote_buffer`).
+    crate::heap::flush_current();
     collect(&mut s);
     (s.fork_inherited_bytes, s.fork_retained_bytes) = crate::fork::counters();
     (s.resident_bytes, s.resident_peak_bytes) = crate::os::resident();

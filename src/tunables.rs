@@ -89,6 +89,25 @@ pub(crate) const HEAP_SLAB: usize = 64 * 1024;
 #[cfg(not(loom))]
 pub(crate) const EXIT_ROUNDS: u8 = 4;
 
+/// Slots of a heap's remote-free buffer (`heap::remote_buffer`): pools it batches frees for at
+/// once, direct-mapped by pool address. A thread frees into a handful of other threads' pools at
+/// a time in the shapes measured (a consumer walks its producers' pools in order); 8 slots cost
+/// 256 bytes of heap header and keep two pools' collision (which flushes early) rare.
+pub(crate) const REMOTE_SLOTS: usize = 8;
+/// Most blocks a remote-free buffer slot holds before it is flushed onto its pool in one CAS:
+/// 32 takes the atomics of a remote free from one CAS per free down to one per 32 (snmalloc sends
+/// its remote batches in the same spirit), while the owner waits for at most 31 blocks per slot
+/// (a 64-byte class pool holds 254). Under loom 2, so a model's second free flushes.
+pub(crate) const REMOTE_BATCH: usize = if cfg!(loom) { 2 } else { 32 };
+/// Most bytes of blocks a slot holds before it is flushed (the slot's block limit is this over
+/// the block size, at least 1 and at most [`REMOTE_BATCH`]): bounds what a thread hides from
+/// other heaps to `REMOTE_SLOTS * REMOTE_BATCH_BYTES` (256 KiB) even for medium blocks; a block
+/// of 32 KiB or more goes out at once.
+pub(crate) const REMOTE_BATCH_BYTES: usize = 32 * 1024;
+
+const _: () = assert!(REMOTE_SLOTS.is_power_of_two());
+const _: () = assert!(REMOTE_BATCH >= 1 && REMOTE_BATCH <= u32::MAX as usize);
+const _: () = assert!(REMOTE_BATCH_BYTES >= MAX_SMALL);
 const _: () = assert!(EMPTY_CACHE >= 1);
 const _: () = assert!(HEAP_SLAB % 4096 == 0);
 #[cfg(not(loom))]

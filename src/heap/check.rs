@@ -9,6 +9,7 @@
 //!   free list inside the pool on block boundaries with no cycle, counts within capacity); the
 //!   empty caches hold `empty_count[k] <= EMPTY_CACHES[k]` pools (small, medium) of this heap serving nothing; every
 //!   pool this heap owns is in exactly one of a class list, the full state, the empty cache;
+//! * an abandoned heap's remote-free buffer is empty (flushed before it was abandoned);
 //! * the shared sentinel pool is still empty (nothing ever wrote to it);
 //! * the arenas ([`Locked::check_arenas`]): buckets, free counts, free pools, the arena map.
 //!
@@ -57,6 +58,11 @@ pub(crate) fn check_current() -> Result<(), Violation> {
             ensure(
                 (*h).abandoned.load(Ordering::Relaxed),
                 "heap on the abandoned list is not marked abandoned",
+                h.cast(),
+            )?;
+            ensure(
+                (*h).remote_buffer.is_empty(),
+                "abandoned heap holds buffered remote frees",
                 h.cast(),
             )?;
             check_heap(h, &mut locked)?;

@@ -160,6 +160,40 @@ pub(super) fn acquire_heap() -> *mut Heap {
     heap
 }
 
+/// A heap for a thread that has none and frees a block of another heap's pool, so that its
+/// remote frees are batched ([`super::remote_buffer`]) like those of a thread that allocates:
+/// a new heap, made current with its exit hook armed, as on a first allocation. Never an adopted
+/// one: a thread that only frees never reaches a slow path, so an abandoned heap's pools would sit
+/// in it undrained, where on the abandoned list remote frees into them are reclaimed promptly
+/// ([`RECLAIM`]). Null (the block goes out alone) past the thread's last exit hook, when the hook
+/// cannot be armed, or when the OS refuses memory.
+#[cold]
+#[inline(never)]
+pub(super) fn acquire_heap_for_free() -> *mut Heap {
+    if STATE.try_with(|s| s.get()).unwrap_or(DEAD) != FRESH {
+        return null_mut();
+    }
+    let heap = {
+        let mut locked = Locked::take();
+        ensure_exit_key(&mut locked);
+        new_heap(heap_list(&mut locked))
+    };
+    if heap.is_null() {
+        return null_mut();
+    }
+    register_fork_handlers_once();
+    let _ = CURRENT.try_with(|c| c.set(heap));
+    let _ = STATE.try_with(|s| s.set(ACTIVE));
+    if !arm_exit_hook(heap) {
+        let _ = CURRENT.try_with(|c| c.set(null_mut()));
+        let _ = STATE.try_with(|s| s.set(DEAD));
+        // SAFETY: the heap is ours, unused, and we are done with it.
+        unsafe { abandon(heap) };
+        return null_mut();
+    }
+    heap
+}
+
 pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
     if reg.slab_left < size {
@@ -185,6 +219,7 @@ pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {
             all_next: reg.all,
             abandoned_next: null_mut(),
             abandoned: AtomicBool::new(false),
+            remote_buffer: remote_buffer::RemoteBuffer::EMPTY,
         });
     }
     reg.all = h;
@@ -197,6 +232,10 @@ pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {
 /// # Safety
 /// The caller was the heap's user and will not touch it again.
 pub(super) unsafe fn abandon(heap: *mut Heap) {
+    // Blocks this thread freed into other heaps go out first (before the lock is taken: sending
+    // them may drain an abandoned owner's queue under it), so an abandoned heap buffers nothing.
+    // SAFETY: the heap is still ours.
+    unsafe { flush_remote_buffer(heap) };
     let mut locked = Locked::take();
     // SAFETY: until we publish it on the abandoned list the heap is ours; after that we still
     // hold the lock, under which abandoned heaps are touched.
@@ -269,6 +308,10 @@ pub(super) fn register_fork_handlers() {
 
 #[cfg(not(any(miri, loom)))]
 pub(super) extern "C" fn fork_prepare() {
+    // The forking thread's buffered remote frees go out before the fork: the child must not
+    // inherit blocks hidden in a buffer (in a share-mode child they would be written to
+    // inherited pages when it flushed).
+    flush_current();
     crate::lock::hold_for_fork();
 }
 
@@ -298,6 +341,16 @@ pub(super) extern "C" fn fork_child() {
                 (*h).abandoned.store(true, Ordering::Relaxed);
                 (*h).abandoned_next = reg.abandoned;
                 reg.abandoned = h;
+            }
+            h = (*h).all_next;
+        }
+        // The threads gone with the fork held blocks in their heaps' remote-free buffers: send
+        // them to their pools (abandoned heaps buffer nothing). With the lock held, a queue of
+        // an abandoned owner is left to `RECLAIM`, set below.
+        let mut h = reg.all;
+        while !h.is_null() {
+            if h != me {
+                flush_remote_buffer(h);
             }
             h = (*h).all_next;
         }

@@ -1,11 +1,14 @@
-//! Remote frees: a thread that does not own a block's pool pushes it onto the pool's lock-free
-//! remote list and queues the pool on its owner heap (one CAS each); the owner takes them back on
-//! its slow path ([`drain_queue`]). A free into an abandoned heap's pool sets [`RECLAIM`] (a Dekker
+//! Remote frees: a thread that does not own a block's pool links it into its heap's remote-free
+//! buffer ([`super::remote_buffer`]); a batch of one pool's blocks goes out with one CAS onto the
+//! pool's lock-free remote list, and the freer that marks the pool queued pushes it onto its owner
+//! heap's queue (one more CAS); the owner takes them back on its slow path ([`drain_queue`]).
+//! A thread with no heap frees each block straight onto the remote list. A free into an abandoned heap's pool sets [`RECLAIM`] (a Dekker
 //! pair with [`super::lifecycle::abandon`]), and a share-mode child's free of an inherited block
 //! writes nothing ([`free_inherited`]).
 
 #[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
 use super::*;
+use super::remote_buffer::{Chain, RemoteBuffer};
 
 /// Owner: moves the pool's remote frees onto its free list (keeping it queued if it is).
 ///
@@ -56,6 +59,12 @@ pub(super) unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked
 
 /// A free from a thread that does not own the block's pool.
 ///
+/// The checks and the free key come first, so a block in a remote-free buffer is caught if freed
+/// again; then the block is buffered in the calling thread's heap ([`super::remote_buffer`]) and
+/// goes out with its batch, or, for a thread with no heap (past its last exit hook, or its heap
+/// could not be had) and for blocks too big to batch, goes out alone. A thread that has no heap
+/// yet gets one here, so a thread that only frees batches too.
+///
 /// # Safety
 /// `block` is a live block of `pool`; `heap` is the caller's heap or null.
 #[cold]
@@ -80,18 +89,78 @@ pub(super) unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut B
         }
         (*block).key = owner.addr();
     }
+    let heap = if heap.is_null() {
+        acquire_heap_for_free()
+    } else {
+        heap
+    };
+    let single = Chain {
+        pool,
+        head: block,
+        tail: block,
+        len: 1,
+    };
     if heap.is_null() {
         ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
-    } else {
-        // SAFETY: the heap is ours.
-        unsafe { add_requested(heap, size.wrapping_neg()) };
+        // SAFETY: the block is ours and carries the key.
+        unsafe { publish_chain(single) };
+        return;
     }
-    // SAFETY: the block is live, so the pool's owner is stable until we publish the block; the
-    // owner heap is never unmapped. Once `push_remote` reports that we set QUEUED, the pool
-    // cannot be released until its owner pops it from the queue, which we push it onto here.
+    // SAFETY: the heap is ours; the block's class fields may be read while it is live.
+    unsafe {
+        add_requested(heap, size.wrapping_neg());
+        let bytes = Pool::bytes(pool);
+        if !RemoteBuffer::buffers(bytes) {
+            return publish_chain(single);
+        }
+        // The buffer is the heap's, used by this thread only; publishing touches other heaps.
+        if let Some(chain) = (*heap).remote_buffer.push(pool, block, bytes) {
+            publish_chain(chain);
+        }
+    }
+}
+
+/// Sends every block of `heap`'s remote-free buffer to its pool ([`publish_chain`]).
+///
+/// # Safety
+/// `heap` is the calling thread's, or abandoned and the caller holds the lock.
+pub(super) unsafe fn flush_remote_buffer(heap: *mut Heap) {
+    // SAFETY: per the caller, the buffer is ours; its chains are blocks the program freed, owned
+    // by the buffer, each of its slot's pool, and never of `heap`'s own pools (a pool's owner
+    // does not change while a block of it is out of its free list).
+    unsafe {
+        if (*heap).remote_buffer.is_empty() {
+            return;
+        }
+        (*heap).remote_buffer.drain(|chain| publish_chain(chain));
+    }
+}
+
+/// The calling thread's heap sends out its remote-free buffer (for `stats()` and the models).
+pub(crate) fn flush_current() {
+    let heap = current();
+    if !heap.is_null() {
+        // SAFETY: the heap is this thread's.
+        unsafe { flush_remote_buffer(heap) };
+    }
+}
+
+/// Splices a chain of freed blocks onto their pool's remote list in one CAS and, when that marked
+/// the pool queued, pushes the pool onto its owner heap's remote queue; a free into an abandoned
+/// heap's pool then sets [`RECLAIM`] and drains that heap's queue if the lock is free.
+///
+/// # Safety
+/// The chain's blocks are blocks of `chain.pool` freed by the program, carrying the free key,
+/// owned by the caller and on no list, linked from `head` to `tail`.
+pub(super) unsafe fn publish_chain(chain: Chain) {
+    let pool = chain.pool;
+    // SAFETY: the blocks are live to their owner (counted in `used`), so the pool's owner is
+    // stable until we publish them; the owner heap is never unmapped. Once `push_remote_chain`
+    // reports that we set QUEUED, the pool cannot be released until its owner pops it from the
+    // queue, which we push it onto here.
     unsafe {
         let owner = (*pool).owner.load(Ordering::Acquire).cast::<Heap>();
-        if Pool::push_remote(pool, block) {
+        if Pool::push_remote_chain(pool, chain.head, chain.tail, chain.len) {
             let q = &(*owner).queue;
             let link = Pool::queue_link(pool);
             let mut head = q.load(Ordering::Relaxed);
