@@ -162,26 +162,21 @@ pub(super) fn acquire_heap() -> *mut Heap {
 
 /// A heap for a thread that has none and frees a block of another heap's pool, so that its
 /// remote frees are batched ([`super::remote_buffer`]) like those of a thread that allocates:
-/// a new heap, made current with its exit hook armed, as on a first allocation. Never an adopted
-/// one: a thread that only frees never reaches a slow path, so an abandoned heap's pools would sit
-/// in it undrained, where on the abandoned list remote frees into them are reclaimed promptly
-/// ([`RECLAIM`]). Null (the block goes out alone) past the thread's last exit hook, when the hook
-/// cannot be armed, or when the OS refuses memory.
+/// acquired ([`acquire_heap`]: adopted, or new) and made current with its exit hook armed, as on
+/// a first allocation (a new thread's first call is often the free of something its parent
+/// allocated; making a new heap there instead of adopting one would leave the abandoned heaps
+/// unused and make one heap per thread). Null (the block goes out alone) past the thread's last
+/// exit hook, when the hook cannot be armed, or when the OS refuses memory.
 #[cold]
 #[inline(never)]
 pub(super) fn acquire_heap_for_free() -> *mut Heap {
     if STATE.try_with(|s| s.get()).unwrap_or(DEAD) != FRESH {
         return null_mut();
     }
-    let heap = {
-        let mut locked = Locked::take();
-        ensure_exit_key(&mut locked);
-        new_heap(heap_list(&mut locked))
-    };
+    let heap = acquire_heap();
     if heap.is_null() {
         return null_mut();
     }
-    register_fork_handlers_once();
     let _ = CURRENT.try_with(|c| c.set(heap));
     let _ = STATE.try_with(|s| s.set(ACTIVE));
     if !arm_exit_hook(heap) {
