@@ -131,6 +131,25 @@ fn child(case: &str) {
                 .join()
                 .unwrap();
             }
+            "dealloc_double_remote_buffered" => {
+                // The second free comes while the first waits in the freeing thread's remote-free
+                // buffer, in the middle of a batch of its pool (a batch holds up to 32 blocks):
+                // its free key, written before it was buffered, gives it away.
+                let ps: Vec<usize> = (0..4).map(|_| GLOBAL.alloc(t) as usize).collect();
+                std::thread::spawn(move || {
+                    // This thread has a heap of its own, so it buffers its remote frees.
+                    let own = GLOBAL.alloc(l);
+                    GLOBAL.dealloc(own, l);
+                    for &p in &ps {
+                        GLOBAL.dealloc(p as *mut u8, t);
+                    }
+                    let p = ps[1] as *mut u8;
+                    announce(p);
+                    GLOBAL.dealloc(p, t);
+                })
+                .join()
+                .unwrap();
+            }
             "dealloc_double_remote_then_local" => {
                 let p = GLOBAL.alloc(t);
                 let a = p as usize;
@@ -233,6 +252,7 @@ fn interior_free_through_dealloc_aborts() {
 #[test]
 fn double_free_from_another_thread_aborts() {
     expect("dealloc_double_remote", "double free");
+    expect("dealloc_double_remote_buffered", "double free");
     expect("dealloc_double_remote_then_local", "double free");
     expect("dealloc_double_local_then_remote", "double free");
     expect("raw_double_remote", "double free");
