@@ -25,7 +25,7 @@ use crate::pool::{fault, Block, Fault, Pool};
 use crate::size_class::{any_block_size, block_size, class_of, is_medium_class, CLASSES};
 #[cfg(not(loom))]
 use crate::tunables::EXIT_ROUNDS;
-use crate::tunables::{EMPTY_CACHE, HEAP_SLAB, MEDIUM_EMPTY_CACHE};
+use crate::tunables::{EMPTY_CACHE, HEAP_SLAB, MEDIUM_EMPTY_CACHE, REMOTE_FREES_BEFORE_HEAP};
 use crate::sync::{global, tls, tls_ptr, AtomicBool, LoadPtr, AtomicPtr, AtomicUsize, Ordering};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;

@@ -105,7 +105,15 @@ pub(crate) const REMOTE_BATCH: usize = if cfg!(loom) { 2 } else { 32 };
 /// of 32 KiB or more goes out at once.
 pub(crate) const REMOTE_BATCH_BYTES: usize = 32 * 1024;
 
+/// Remote frees a thread without a heap makes (each straight onto its pool's remote list) before
+/// it gets a heap of its own to batch them in: a thread that frees a few things (a new thread
+/// dropping what its parent handed it) costs no heap, one that keeps freeing (a consumer that
+/// never allocates) batches after its first 16. Under loom 2, so the models' threads that free
+/// once stay as small as they were.
+pub(crate) const REMOTE_FREES_BEFORE_HEAP: usize = if cfg!(loom) { 2 } else { 16 };
+
 const _: () = assert!(REMOTE_SLOTS.is_power_of_two());
+const _: () = assert!(REMOTE_FREES_BEFORE_HEAP >= 1 && REMOTE_FREES_BEFORE_HEAP <= u8::MAX as usize);
 const _: () = assert!(REMOTE_BATCH >= 1 && REMOTE_BATCH <= u32::MAX as usize);
 const _: () = assert!(REMOTE_BATCH_BYTES >= MAX_SMALL);
 const _: () = assert!(EMPTY_CACHE >= 1);

@@ -130,6 +130,58 @@ fn remote_frees_owner(size: usize) {
     }
 }
 
+/// 1c. Batched remote frees: two freers batch frees of one owner's blocks in their heaps'
+///     remote-free buffers (under loom a slot goes out at its second block) while the owner
+///     allocates and drains. One freer allocates first, and its batch goes out when full; the
+///     other only frees: its first free goes out alone, its second gets it a heap (under loom
+///     at the second heapless remote free) and is buffered, and goes out at the thread's exit.
+///     Every block comes back exactly once and the counts end at 0.
+#[test]
+fn batched_remote_frees_come_back_exactly_once() {
+    model(3, || {
+        spawn(|| batched_remote_frees_owner(64)).join().unwrap()
+    });
+}
+
+fn batched_remote_frees_owner(size: usize) {
+    let blocks: Vec<usize> = (0..5).map(|_| alloc(size)).collect();
+    let (b0, b1, b2, b3, b4) = (blocks[0], blocks[1], blocks[2], blocks[3], blocks[4]);
+    let t1 = spawn(move || {
+        let own = alloc(16);
+        free(b0, size);
+        // The slot of the owner's pool is full now: one CAS sends both.
+        free(b1, size);
+        free(own, 16);
+    });
+    // The second is buffered until this thread exits (`spawn` runs the exit path).
+    let t2 = spawn(move || {
+        free(b2, size);
+        free(b3, size);
+    });
+    // The owner drains while the batches go out, and allocates and frees on its own.
+    smallarena::loom_hooks::collect_remote_frees();
+    let extra = alloc(size);
+    free(b4, size);
+    t1.join().unwrap();
+    t2.join().unwrap();
+    smallarena::loom_hooks::collect_remote_frees();
+    free(extra, size);
+    assert_eq!(in_use(size), 0, "a batched remote free was lost");
+    // The six are back on the owner's free list, each once.
+    let again: Vec<usize> = (0..6).map(|_| alloc(size)).collect();
+    let mut sorted = again.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 6, "a block was handed out twice");
+    let mut expect = vec![b0, b1, b2, b3, b4, extra];
+    expect.sort_unstable();
+    assert_eq!(sorted, expect, "blocks not reused: a free was lost");
+    for p in again {
+        free(p, size);
+    }
+    assert_eq!(in_use(size), 0);
+}
+
 /// 2. Thread exit: a heap is abandoned by an exiting thread while another thread frees into one
 ///    of its pools, and a third thread adopts it. Nothing is lost or double-owned.
 /// 5. The owner's pool empties while that remote free is in flight: the pool is released (and

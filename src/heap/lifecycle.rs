@@ -160,17 +160,32 @@ pub(super) fn acquire_heap() -> *mut Heap {
     heap
 }
 
+tls! {
+    /// Remote frees this thread made while it had no heap (saturating).
+    static FREES_WITHOUT_HEAP: Cell<u8> = Cell::new(0);
+}
+
 /// A heap for a thread that has none and frees a block of another heap's pool, so that its
 /// remote frees are batched ([`super::remote_buffer`]) like those of a thread that allocates:
-/// acquired ([`acquire_heap`]: adopted, or new) and made current with its exit hook armed, as on
-/// a first allocation (a new thread's first call is often the free of something its parent
-/// allocated; making a new heap there instead of adopting one would leave the abandoned heaps
-/// unused and make one heap per thread). Null (the block goes out alone) past the thread's last
-/// exit hook, when the hook cannot be armed, or when the OS refuses memory.
+/// from its [`REMOTE_FREES_BEFORE_HEAP`]th such free on, a heap is acquired ([`acquire_heap`]:
+/// adopted, or new) and made current with its exit hook armed, as on a first allocation (adopted
+/// rather than always new: a new thread's first call is often the free of something its parent
+/// allocated, and making a new heap there would leave the abandoned heaps unused, one heap per
+/// thread). Null (the block goes out alone) before that, past the thread's last exit hook, when
+/// the hook cannot be armed, or when the OS refuses memory.
 #[cold]
 #[inline(never)]
 pub(super) fn acquire_heap_for_free() -> *mut Heap {
-    if STATE.try_with(|s| s.get()).unwrap_or(DEAD) != FRESH {
+    let frees = FREES_WITHOUT_HEAP
+        .try_with(|c| {
+            let n = c.get().saturating_add(1);
+            c.set(n);
+            n
+        })
+        .unwrap_or(0);
+    if usize::from(frees) < REMOTE_FREES_BEFORE_HEAP
+        || STATE.try_with(|s| s.get()).unwrap_or(DEAD) != FRESH
+    {
         return null_mut();
     }
     let heap = acquire_heap();

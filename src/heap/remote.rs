@@ -8,7 +8,7 @@
 
 #[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
 use super::*;
-use super::remote_buffer::{Chain, RemoteBuffer};
+use super::remote_buffer::Chain;
 
 /// Owner: moves the pool's remote frees onto its free list (keeping it queued if it is).
 ///
@@ -63,7 +63,8 @@ pub(super) unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked
 /// again; then the block is buffered in the calling thread's heap ([`super::remote_buffer`]) and
 /// goes out with its batch, or, for a thread with no heap (past its last exit hook, or its heap
 /// could not be had) and for blocks too big to batch, goes out alone. A thread that has no heap
-/// yet gets one here, so a thread that only frees batches too.
+/// yet gets one here after a few such frees ([`acquire_heap_for_free`]), so a thread that only
+/// frees batches too.
 ///
 /// # Safety
 /// `block` is a live block of `pool`; `heap` is the caller's heap or null.
@@ -94,14 +95,22 @@ pub(super) unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut B
     } else {
         heap
     };
-    let single = Chain {
-        pool,
-        head: block,
-        tail: block,
-        len: 1,
-    };
-    if heap.is_null() {
-        ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
+    // SAFETY: the pool's owner is stable while the block is live. A heap acquired just now may
+    // be the one that owns the pool (adopted): its block goes out alone, so the buffer keeps to
+    // other heaps' pools.
+    if heap.is_null() || unsafe { (*pool).owner.load(Ordering::Relaxed) } == heap.cast() {
+        if heap.is_null() {
+            ORPHAN_REQUESTED.fetch_sub(size, Ordering::Relaxed);
+        } else {
+            // SAFETY: the heap is ours.
+            unsafe { add_requested(heap, size.wrapping_neg()) };
+        }
+        let single = Chain {
+            pool,
+            head: block,
+            tail: block,
+            len: 1,
+        };
         // SAFETY: the block is ours and carries the key.
         unsafe { publish_chain(single) };
         return;
@@ -109,12 +118,8 @@ pub(super) unsafe fn free_remote(heap: *mut Heap, pool: *mut Pool, block: *mut B
     // SAFETY: the heap is ours; the block's class fields may be read while it is live.
     unsafe {
         add_requested(heap, size.wrapping_neg());
-        let bytes = Pool::bytes(pool);
-        if !RemoteBuffer::buffers(bytes) {
-            return publish_chain(single);
-        }
         // The buffer is the heap's, used by this thread only; publishing touches other heaps.
-        if let Some(chain) = (*heap).remote_buffer.push(pool, block, bytes) {
+        if let Some(chain) = (*heap).remote_buffer.push(pool, block, Pool::bytes(pool)) {
             publish_chain(chain);
         }
     }

@@ -132,6 +132,32 @@ fn slot_of(pool: *mut Pool) -> usize {
     (x ^ (x >> 4)) & (REMOTE_SLOTS - 1)
 }
 
+/// [`RemoteBuffer::push`] when the slot is empty or holds another pool: the slot starts a chain
+/// for `pool` with `block`, and its previous chain goes out; a block too big to batch goes out
+/// alone instead.
+#[cold]
+#[inline(never)]
+fn claim(slot: &mut Slot, pool: *mut Pool, block: *mut Block, bytes: usize) -> Option<Chain> {
+    let limit = limit_for(bytes);
+    if limit <= 1 {
+        return Some(Chain {
+            pool,
+            head: block,
+            tail: block,
+            len: 1,
+        });
+    }
+    let evicted = slot.take();
+    *slot = Slot {
+        pool,
+        head: block,
+        tail: block,
+        len: 1,
+        limit,
+    };
+    evicted
+}
+
 impl RemoteBuffer {
     /// An empty buffer.
     pub(crate) const EMPTY: RemoteBuffer = RemoteBuffer {
@@ -139,57 +165,34 @@ impl RemoteBuffer {
     };
 
     /// Adds `block` (of `pool`, whose blocks are `bytes` bytes) to its pool's slot. Returns the
-    /// chain that must go out now, if any: the slot's previous chain when it held another pool's
-    /// blocks, or the slot's chain with `block` in it when that reached the slot's limit.
-    ///
-    /// A block whose size gives a limit of 1 ([`limit_for`]) is not buffered: the caller sends it
-    /// out alone instead ([`RemoteBuffer::buffers`] says which).
+    /// chain that must go out now, if any: the slot's chain with `block` in it when that reached
+    /// the slot's limit, or the slot's previous chain when it held another pool's blocks. A block
+    /// whose size gives a limit of 1 ([`limit_for`]) is not buffered: it comes back at once as a
+    /// chain of its own, and the slot is left as it was.
     ///
     /// # Safety
     /// `block` is a block of `pool` that the caller owns (freed by the program, on no list);
-    /// it becomes the buffer's (its `next` is written). `RemoteBuffer::buffers(bytes)`.
-    #[inline]
+    /// it becomes the buffer's, or the returned chain's (its `next` is written).
+    #[inline(always)]
     pub(crate) unsafe fn push(
         &mut self,
         pool: *mut Pool,
         block: *mut Block,
         bytes: usize,
     ) -> Option<Chain> {
-        debug_assert!(RemoteBuffer::buffers(bytes));
         let slot = &mut self.slots[slot_of(pool)];
-        let evicted = if slot.len != 0 && slot.pool != pool {
-            slot.take()
-        } else {
-            None
-        };
-        if slot.len == 0 {
-            *slot = Slot {
-                pool,
-                head: block,
-                tail: block,
-                len: 1,
-                limit: limit_for(bytes),
-            };
-        } else {
+        if slot.pool == pool && slot.len != 0 {
             // SAFETY: per the caller, the block is ours to link.
             unsafe { (*block).next = slot.head };
             slot.head = block;
             slot.len += 1;
+            return if slot.len >= slot.limit {
+                slot.take()
+            } else {
+                None
+            };
         }
-        if evicted.is_some() {
-            // The new chain has one block, under its limit (at least 2, per the caller).
-            return evicted;
-        }
-        if slot.len >= slot.limit {
-            return slot.take();
-        }
-        None
-    }
-
-    /// Whether blocks of `bytes` bytes are buffered at all (their limit is above 1).
-    #[inline]
-    pub(crate) const fn buffers(bytes: usize) -> bool {
-        limit_for(bytes) > 1
+        claim(slot, pool, block, bytes)
     }
 
     /// Takes every chain out of the buffer, calling `f` on each; the buffer is empty after.
@@ -252,8 +255,6 @@ mod tests {
         assert_eq!(limit_for(4096), 8);
         assert_eq!(limit_for(20 * 1024), 1);
         assert_eq!(limit_for(32 * 1024), 1);
-        assert!(RemoteBuffer::buffers(512));
-        assert!(!RemoteBuffer::buffers(32 * 1024));
         for bytes in (16..=32 * 1024).step_by(16) {
             let l = limit_for(bytes) as usize;
             assert!(l >= 1 && l <= REMOTE_BATCH);
@@ -360,11 +361,14 @@ mod tests {
             }
         };
         for (&blk, &(p, bytes)) in ptrs.iter().zip(&plan) {
-            if !RemoteBuffer::buffers(bytes) {
-                continue;
-            }
+            let held = buf.len();
             // SAFETY: each block is pushed once.
             if let Some(c) = unsafe { buf.push(p, blk, bytes) } {
+                if limit_for(bytes) == 1 {
+                    // Too big to batch: out alone, the buffer unchanged.
+                    assert_eq!((c.head, c.len), (blk, 1));
+                    assert_eq!(buf.len(), held);
+                }
                 take(c, &mut seen);
             }
             assert!(buf.len() <= REMOTE_SLOTS * (REMOTE_BATCH - 1));
@@ -374,8 +378,7 @@ mod tests {
         }
         buf.drain(|c| take(c, &mut seen));
         assert!(buf.is_empty());
-        let pushed = plan.iter().filter(|&&(_, b)| RemoteBuffer::buffers(b)).count();
-        assert_eq!(seen.len(), pushed, "a block was lost");
+        assert_eq!(seen.len(), n, "a block was lost");
         assert!(seen.values().all(|&k| k == 1), "a block came out twice");
     }
 }
