@@ -64,6 +64,9 @@ impl SmallArena {
 /// Returns free memory to the OS now, as mimalloc's `mi_collect(true)`: what a program calls after
 /// a burst of allocations is over, to lower its resident size.
 ///
+/// First the blocks the calling thread freed into other threads' pools and still holds in its
+/// remote-free buffer go out to their pools (at most 248 blocks, under 256 KiB, per thread).
+///
 /// Returned:
 /// * the calling thread's empty pools: those its heap caches for reuse and those it keeps at the
 ///   head of a class list;
@@ -80,7 +83,8 @@ impl SmallArena {
 /// does not wait, and also reaches the calling thread's and the exited threads' empty pools.
 ///
 /// Not returned: the other live threads' heaps' cached empty pools (at most four, 64 KiB, per
-/// heap: only their owner touches its lists; each thread may call `collect()` itself), free
+/// heap: only their owner touches its lists; each thread may call `collect()` itself) and the
+/// blocks in their remote-free buffers, free
 /// blocks inside pools that still hold a live block, the heaps' own bookkeeping (a few KiB per
 /// thread ever started), and memory of the system allocator (large blocks; see
 /// `malloc_trim(3)` for glibc's). Takes the internal lock; its cost is proportional to the number

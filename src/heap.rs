@@ -4,7 +4,8 @@
 //! never allocates. A heap holds, per size class, a doubly linked list of its pools that have
 //! room; the list head is the pool the fast path serves from. Full pools leave the list and come
 //! back when a block of theirs is freed. Frees from the owning thread go straight onto the pool's
-//! free list; frees from other threads go onto the pool's lock-free remote list (see
+//! free list; frees from other threads are batched per pool in the freeing thread's heap
+//! (`heap/remote_buffer.rs`) and go onto the pool's lock-free remote list a chain at a time (see
 //! [`crate::pool`]), and the pool is pushed onto the heap's remote queue, which the owner drains
 //! on its slow path.
 //!
@@ -15,7 +16,8 @@
 //! the share fork policy, forgets every inherited heap: see [`crate::fork`]).
 //!
 //! This file holds the heap, its fast paths and its refill; two protocols have files of their
-//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue) and
+//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue; its buffer's slot
+//! bookkeeping in `heap/remote_buffer.rs`) and
 //! `heap/lifecycle.rs` (thread exit, acquiring and abandoning heaps, the fork handlers);
 //! `heap/check.rs` is the invariant checker.
 

@@ -47,6 +47,7 @@
 //! 4. `arena` (1 MiB small and 4 MiB medium arenas, the fullest-first pool supply, returning
 //!    empty arenas to the OS).
 //! 5. `heap` (per-thread heaps: the fast paths and refill; `heap::remote`, remote frees;
+//!    `heap::remote_buffer`, the per-heap batching of remote frees;
 //!    `heap::lifecycle`, thread exit, adoption and `fork()`; `heap::check`, the invariant
 //!    checker).
 //! 6. `stats` ([`Stats`], the readable snapshot, and its printing), [`raw`] (size-less

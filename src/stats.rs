@@ -15,6 +15,11 @@ use core::fmt;
 
 /// A snapshot of the allocator's counters; see [`Stats`]. Takes the internal lock briefly and
 /// allocates nothing while holding it; reads the process's resident size from the OS.
+///
+/// The blocks the calling thread freed into other threads' pools and still holds in its
+/// remote-free buffer go out to their pools first, so a thread's own frees are never counted as
+/// in use; another live thread's buffered frees are (at most 248 blocks per thread), until that
+/// thread flushes them (on its allocation slow path, `collect()`, `stats()` or exit).
 pub fn stats() -> Stats {
     let mut s = Stats::empty();
     let _quiet = crate::mode::quiet();

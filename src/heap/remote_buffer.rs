@@ -107,15 +107,9 @@ pub(crate) struct RemoteBuffer {
 /// The most blocks of `bytes` bytes a slot holds before it goes out: [`REMOTE_BATCH`], fewer when
 /// that many would pass [`REMOTE_BATCH_BYTES`], at least 1 (a block that big goes out at once).
 pub(crate) const fn limit_for(bytes: usize) -> u32 {
-    let by_bytes = if bytes == 0 {
-        REMOTE_BATCH
-    } else {
-        REMOTE_BATCH_BYTES / bytes
-    };
-    let n = if by_bytes < REMOTE_BATCH {
-        by_bytes
-    } else {
-        REMOTE_BATCH
+    let n = match REMOTE_BATCH_BYTES.checked_div(bytes) {
+        Some(n) if n < REMOTE_BATCH => n,
+        _ => REMOTE_BATCH,
     };
     if n == 0 {
         1
@@ -257,7 +251,7 @@ mod tests {
         assert_eq!(limit_for(32 * 1024), 1);
         for bytes in (16..=32 * 1024).step_by(16) {
             let l = limit_for(bytes) as usize;
-            assert!(l >= 1 && l <= REMOTE_BATCH);
+            assert!((1..=REMOTE_BATCH).contains(&l));
             assert!(l == 1 || l * bytes <= REMOTE_BATCH_BYTES, "{bytes}");
         }
     }
