@@ -115,6 +115,29 @@ fn set_errno(e: c_int) {
 /// Any size may be asked for; the block must be freed with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // One load and a branch: the fast-path word says the mode is Arena and no profile is being
+    // taken. Then no call and no stack: everything else (a pool run dry, a thread's first
+    // request, size 0, bigger requests) goes to `malloc_slow` as a tail call.
+    if raw::fast().malloc_open() {
+        let p = raw::try_alloc_open(size);
+        if !p.is_null() {
+            return p.cast();
+        }
+        // SAFETY: forwarding.
+        return unsafe { malloc_slow(size) };
+    }
+    // SAFETY: forwarding.
+    unsafe { malloc_gated(size) }
+}
+
+/// [`malloc`] while the fast-path word's gate is closed: the mode is not (yet known to be)
+/// Arena, or a profile is being taken. Counts the request towards the profiler's countdown,
+/// then serves it as [`malloc_plain`] does.
+///
+/// # Safety
+/// As for [`malloc`].
+#[inline(never)]
+unsafe extern "C" fn malloc_gated(size: usize) -> *mut c_void {
     // The profiler's countdown (one subtraction and a branch): see `malloc_crossed`.
     if hooks::crossed(size) {
         // SAFETY: forwarding.
@@ -124,15 +147,12 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     unsafe { malloc_plain(size) }
 }
 
-/// [`malloc`] without the profiler's hook.
+/// [`malloc`] without the profiler's hook, the mode read.
 ///
 /// # Safety
 /// As for [`malloc`].
 #[inline(always)]
 unsafe fn malloc_plain(size: usize) -> *mut c_void {
-    // The fast path makes no call, so nothing is kept across one: everything else (a pool run
-    // dry, a thread's first request, size 0, large requests, modes other than Arena) goes to
-    // `malloc_slow` as a tail call.
     let p = raw::try_alloc(size);
     if !p.is_null() {
         return p.cast();
@@ -187,6 +207,9 @@ fn count_crossed(p: *mut c_void, size: usize) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
+    // Before the first arena: small and medium arenas come from one reservation, which makes
+    // `free`'s ownership test one compare. A store, on the slow path only.
+    raw::reserve_address_space();
     let p = raw::alloc(size);
     if !p.is_null() {
         return p.cast();
@@ -197,63 +220,54 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 
 /// Frees a block from any function of this library (or from glibc before it was loaded).
 ///
-/// One load for the profiler (whether any sample is live), one ownership test for a small block
-/// ([`raw::owns_small`], which also answers "not ours" for null: glibc's `free(NULL)` does
-/// nothing), then straight to the arena's free path, inlined; a second test
-/// ([`raw::owns_medium`]) only for a pointer that is not a small block.
+/// One load, a subtraction and a compare ([`raw::Fast::free_small_open`]: a small block of an
+/// arena carved from the reservation, and no profiler sample live), then straight to the arena's
+/// free path, inlined (the pool header, at `p` rounded down to 16 KiB, holds the block size).
+/// Every other pointer goes to [`free_other`] as a tail call.
 ///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    // One load and a branch while no sample is live; else `free_sampled`, as a tail call.
-    if hooks::samples_live() {
-        // SAFETY: forwarding.
-        return unsafe { free_sampled(p) };
+    if raw::fast().free_small_open(p.cast()) {
+        // SAFETY: a live block (per the caller) in a small arena of ours (it lies in the
+        // reservation's small part, where only small arenas are carved, and a live block's
+        // arena stays carved).
+        return unsafe { raw::free_small(p.cast()) };
     }
     // SAFETY: forwarding.
-    unsafe { free_plain(p) }
+    unsafe { free_other(p) }
 }
 
-/// [`free`] while samples are live: drops `p`'s sample if it is one (small, medium or glibc's),
-/// then frees it.
+/// [`free`] of any pointer but a small block of the reservation while no sample is live: drops
+/// `p`'s sample if it is one (small, medium or glibc's), then frees it where it belongs: a
+/// block of the reservation by its part, a block of an arena mapped outside it (the reservation
+/// could not be made, or was full) as the arena maps say, anything else (glibc's, or null) with
+/// `__libc_free`.
 ///
 /// # Safety
 /// As for [`free`].
 #[inline(never)]
-unsafe extern "C" fn free_sampled(p: *mut c_void) {
-    hooks::on_free(p.cast());
-    // SAFETY: forwarding.
-    unsafe { free_plain(p) }
-}
-
-/// [`free`] without the profiler's hook.
-///
-/// # Safety
-/// As for [`free`].
-#[inline(always)]
-unsafe fn free_plain(p: *mut c_void) {
-    if raw::owns_small(p.cast()) {
-        // SAFETY: a live block in our small arenas (per the caller, and owned per the registry).
-        unsafe { raw::free_small(p.cast()) };
-    } else {
-        // SAFETY: forwarding.
-        unsafe { free_other(p) };
+unsafe extern "C" fn free_other(p: *mut c_void) {
+    let fast = raw::fast();
+    if fast.samples_live() {
+        hooks::on_free(p.cast());
     }
-}
-
-/// [`free`] of a pointer that is not a small block: a medium block, glibc's, or null.
-///
-/// # Safety
-/// As for [`free`].
-#[inline(never)]
-unsafe fn free_other(p: *mut c_void) {
-    if raw::owns_medium(p.cast()) {
-        // SAFETY: a live block in our medium arenas (per the caller and the registry).
-        unsafe { raw::free_medium(p.cast()) };
-    } else {
+    match fast.reserved_kind(p.cast()) {
+        // SAFETY: a live block (per the caller) in the reservation's small part.
+        Some(true) => unsafe { raw::free_small(p.cast()) },
+        // SAFETY: a live block (per the caller) in the reservation's medium part.
+        Some(false) => unsafe { raw::free_medium(p.cast()) },
+        None if raw::owns_small(p.cast()) => {
+            // SAFETY: a live block in our small arenas (per the caller and the registry).
+            unsafe { raw::free_small(p.cast()) }
+        }
+        None if raw::owns_medium(p.cast()) => {
+            // SAFETY: a live block in our medium arenas (per the caller and the registry).
+            unsafe { raw::free_medium(p.cast()) }
+        }
         // SAFETY: a live block that is not ours (or null) can only be glibc's.
-        unsafe { __libc_free(p) };
+        None => unsafe { __libc_free(p) },
     }
 }
 
