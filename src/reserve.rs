@@ -17,9 +17,11 @@
 //!   slot (`MAP_FIXED`): its pages go back to the OS, the slot reads as zeros again (so a stale
 //!   `free` into it finds pools that serve nothing, and aborts with its one-line message), and it
 //!   can be carved again. The range is never unmapped, so no other mapping ever lands in it.
-//! * Under a finite `RLIMIT_AS` an arena is carved only if mapping it anew would fit under the
-//!   limit, the reservation counted as used: a program that limits its address space to a little
-//!   above what it uses still sees new arenas refused, as without the reservation.
+//! * Under a finite `RLIMIT_AS` an arena is carved only if the process's virtual size (the
+//!   reservation included) plus every carved arena plus the new one fits under the limit, as if
+//!   each arena were a mapping of its own beside the reservation: a program that limits its
+//!   address space to a little above what it uses still sees new arenas refused, as without the
+//!   reservation.
 //! * When the reservation cannot be made, or a part is full, arenas are mapped one by one as
 //!   before ([`crate::os::map_aligned`]), published in the arena map, and found there.
 //!
@@ -84,6 +86,9 @@ mod imp {
     struct State {
         /// Whether the reservation was tried (made or refused): it is tried once per process.
         tried: bool,
+        /// Bytes of arenas carved now (counted against `RLIMIT_AS` a second time, see
+        /// [`fits_address_limit`]).
+        carved: usize,
         small: Part<{ SMALL_SLOTS / WORD_BITS }>,
         medium: Part<{ MEDIUM_SLOTS / WORD_BITS }>,
     }
@@ -95,6 +100,7 @@ mod imp {
 
     static STATE: Global = Global(UnsafeCell::new(State {
         tried: false,
+        carved: 0,
         small: Part {
             used: [0; SMALL_SLOTS / WORD_BITS],
             top: 0,
@@ -155,9 +161,12 @@ mod imp {
         Some(base)
     }
 
-    /// Whether mapping `size` more bytes would fit under the soft `RLIMIT_AS` (always, when it
-    /// is infinite), the reservation counted as mapped.
-    fn fits_address_limit(size: usize) -> bool {
+    /// Whether carving `size` more bytes fits under the soft `RLIMIT_AS` (always, when it is
+    /// infinite): the process's virtual size (the whole reservation included), plus the arenas
+    /// carved so far, plus `size`, as if every arena were a mapping of its own beside the
+    /// reservation. So a program that limits its address space to a little above what it uses
+    /// (the reservation included) sees new arenas refused as it would without the reservation.
+    fn fits_address_limit(carved: usize, size: usize) -> bool {
         let mut rl = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -169,7 +178,7 @@ mod imp {
             return true;
         }
         let vm = crate::os::address_space();
-        vm.saturating_add(size) as u64 <= rl.rlim_cur
+        vm.saturating_add(carved).saturating_add(size) as u64 <= rl.rlim_cur
     }
 
     /// A new arena of `kind` carved from the reservation (made on the first call after
@@ -195,7 +204,7 @@ mod imp {
             }
         };
         let size = kind.arena_size();
-        if !fits_address_limit(size) {
+        if !fits_address_limit(state(locked).carved, size) {
             return None;
         }
         let st = state(locked);
@@ -214,7 +223,14 @@ mod imp {
             }
             return None;
         }
+        st_carved(locked, size as isize);
         Some(p)
+    }
+
+    /// Counts `delta` bytes of arenas carved (negative: given back).
+    fn st_carved(locked: &mut Locked, delta: isize) {
+        let st = state(locked);
+        st.carved = st.carved.wrapping_add_signed(delta);
     }
 
     /// Gives back the arena of `kind` at `p` if it was carved from the reservation (true); false
@@ -258,6 +274,7 @@ mod imp {
             Kind::Small => st.small.release(slot),
             Kind::Medium => st.medium.release(slot),
         }
+        st_carved(locked, -(size as isize));
         true
     }
 

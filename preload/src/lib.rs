@@ -26,13 +26,24 @@
 //! `malloc_usable_size`).
 //!
 //! ## Ownership without a size
-//! `free(p)` asks [`smallarena::raw::owns_small`], a lock-free bitmap over 1 MiB arena slots (one
-//! load and a bit test; null is never ours), which blocks are small ones of ours; the pool header
-//! (at `p` rounded down to 16 KiB) holds the block size. A pointer it does not know is asked
-//! about once more, in the medium arenas' map ([`smallarena::raw::owns_medium`], 4 MiB slots;
-//! the pool header at `p` rounded down to 256 KiB). Foreign pointers (large blocks; blocks made
-//! before a mode was decided never exist: the mode is decided on the first call) go to
-//! `__libc_free`.
+//! On its first slow path the library asks smallarena to carve its arenas from one
+//! address-space reservation ([`smallarena::raw::reserve_address_space`]: 16 GiB of address
+//! space mapped `PROT_READ` and `MAP_NORESERVE`, no memory and no commit charge; small arenas in
+//! its first 8 GiB, medium ones in the next 8 GiB; the field's technique, as mimalloc's and
+//! snmalloc's reserved regions). `free(p)` then makes one test,
+//! [`smallarena::raw::Fast::free_small_open`]: `p` minus one word of the fast-path word below
+//! 8 GiB. That word is the reservation's start with two flags in bits no user address has (no
+//! reservation; a profiler sample is live), so the one test is both the ownership test and the
+//! profiler's hook: true exactly for a small block of ours while no sample is live, and the pool
+//! header (at `p` rounded down to 16 KiB) holds the block size. Every other pointer goes out of
+//! line ([`free_other`]): the profiler's hook if samples are live; the reservation's medium part
+//! (the pool header at `p` rounded down to 256 KiB); arenas mapped outside the reservation (when
+//! it could not be made, for example under a low `RLIMIT_AS`, or a part is full), found in the
+//! arena maps ([`smallarena::raw::owns_small`], [`smallarena::raw::owns_medium`]); and foreign
+//! pointers (large blocks, the profiler's own blocks, null) to `__libc_free`. Measured under
+//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 83 instructions
+//! per pair with the loop, against 96 with the two arena-map lookups and the profiler's own
+//! load; the README's Performance section has the breakdown.
 //!
 //! ## Under Valgrind
 //! The mode is decided on the first allocation exactly as for the Rust path (`SMALLARENA_MODE`,
@@ -68,13 +79,18 @@
 //! ## Heap profiling
 //! smallarena is built with its `profile` feature, so `SMALLARENA_LEAKS=1` (the top allocation
 //! sites still live at exit, on stderr) and `SMALLARENA_PROFILE=<path>` (a pprof or folded-stacks
-//! profile written at exit) work for any program; see `smallarena::profile`. `malloc`, `calloc`,
-//! `realloc`, `posix_memalign`/`aligned_alloc`/`memalign` count their bytes towards the sampling
-//! countdown (a subtraction and a branch); `free` loads one global word (and, while samples are
-//! live, tail-calls `free_sampled`, which drops a freed block's sample). The profiler's own
-//! allocations (unwinding, symbolizing, encoding) re-enter `malloc` under its guard and go to
-//! `__libc_malloc`; `free` sends them back to glibc as it does every pointer the arena map does not
-//! own. `valloc` and `pvalloc` are not sampled.
+//! profile written at exit) work for any program; see `smallarena::profile`. While no profile is
+//! being taken the hooks cost nothing of their own: `malloc` reads one word, the fast-path
+//! gate ([`smallarena::raw::Fast::malloc_open`]), that also says the mode is Arena (the load and
+//! branch a mode check costs anyway), and `free`'s hook is folded into its ownership test (see
+//! above). While a profile is being taken the gate is closed, and `malloc` counts its bytes
+//! towards the sampling countdown (a subtraction and a branch) out of line; `calloc`, `realloc`,
+//! `posix_memalign`/`aligned_alloc`/`memalign` always do. While samples are live every `free`
+//! goes out of line to drop a freed block's sample. The profiler's own allocations (unwinding, symbolizing,
+//! encoding) re-enter `malloc` under its guard and go to `__libc_malloc` while a profile is being
+//! taken (after it stopped, as at exit, they come from the arena like any other); `free` sends
+//! each block back to whoever made it, as it does every pointer. `valloc` and `pvalloc` are not
+//! sampled.
 //!
 //! ## Semantics kept from glibc
 //! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
