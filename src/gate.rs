@@ -31,9 +31,9 @@ pub(crate) const NOT_ARENA: usize = 1;
 /// [`Fast::gate`]: a profile is being taken.
 pub(crate) const PROFILING: usize = 2;
 /// Bytes of the reservation's small part: 8 GiB, 8192 small arenas.
-pub(crate) const SMALL_SPAN: usize = if usize::BITS >= 64 { 1 << 33 } else { 0 };
+pub(crate) const SMALL_SPAN: usize = if usize::BITS >= 64 { (1u64 << 33) as usize } else { 0 };
 /// Bytes of the reservation's medium part, right after the small part: 8 GiB, 2048 medium arenas.
-pub(crate) const MEDIUM_SPAN: usize = if usize::BITS >= 64 { 1 << 33 } else { 0 };
+pub(crate) const MEDIUM_SPAN: usize = if usize::BITS >= 64 { (1u64 << 33) as usize } else { 0 };
 /// [`Fast::free_word`]: there is no reservation (the top bit). On 32-bit targets, where no
 /// reservation is made, the spans are empty and no address is in them.
 pub(crate) const NO_RESERVATION: usize = 1 << (usize::BITS - 1);
