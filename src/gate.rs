@@ -29,6 +29,7 @@ use crate::sync::{global, AtomicUsize, Ordering};
 /// [`Fast::gate`]: the mode is not (yet known to be) `Arena`.
 pub(crate) const NOT_ARENA: usize = 1;
 /// [`Fast::gate`]: a profile is being taken.
+#[cfg_attr(not(all(feature = "profile", not(any(loom, miri)))), allow(dead_code))]
 pub(crate) const PROFILING: usize = 2;
 /// Bytes of the reservation's small part: 8 GiB, 8192 small arenas.
 pub(crate) const SMALL_SPAN: usize = if usize::BITS >= 64 { (1u64 << 33) as usize } else { 0 };
@@ -99,6 +100,7 @@ impl Fast {
     }
 
     /// Sets the gate bits `bits`.
+    #[cfg_attr(not(all(feature = "profile", not(any(loom, miri)))), allow(dead_code))]
     pub(crate) fn close(&self, bits: usize) {
         self.gate.fetch_or(bits, Ordering::SeqCst);
     }
@@ -114,6 +116,7 @@ impl Fast {
     }
 
     /// Sets or clears [`SAMPLES_LIVE`] (the profiler, under its table lock).
+    #[cfg_attr(not(all(feature = "profile", not(any(loom, miri)))), allow(dead_code))]
     pub(crate) fn set_samples_live(&self, live: bool) {
         if live {
             self.free_word.fetch_or(SAMPLES_LIVE, Ordering::SeqCst);
@@ -123,6 +126,10 @@ impl Fast {
     }
 
     /// The reservation's start, or `None` when there is none.
+    #[cfg_attr(
+        not(all(target_pointer_width = "64", not(any(miri, loom)))),
+        allow(dead_code)
+    )]
     pub(crate) fn base(&self) -> Option<usize> {
         let word = self.free_word.load(Ordering::Acquire);
         (word & NO_RESERVATION == 0).then_some(word & !SAMPLES_LIVE)
@@ -130,6 +137,10 @@ impl Fast {
 
     /// Publishes the reservation's start (once, under the arena lock; `base` is aligned to a
     /// medium arena and below 2^62).
+    #[cfg_attr(
+        not(all(target_pointer_width = "64", not(any(miri, loom)))),
+        allow(dead_code)
+    )]
     pub(crate) fn set_base(&self, base: usize) {
         debug_assert!(base & (NO_RESERVATION | SAMPLES_LIVE) == 0);
         self.free_word

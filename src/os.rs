@@ -237,6 +237,7 @@ fn statm(field: usize) -> usize {
 /// The process's virtual size in bytes (every mapping, as `RLIMIT_AS` counts them; the first
 /// field of `/proc/self/statm`); 0 when it cannot be read. Allocates nothing.
 #[cfg(not(any(miri, loom)))]
+#[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
 pub(crate) fn address_space() -> usize {
     statm(0)
 }
