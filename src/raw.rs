@@ -362,6 +362,46 @@ mod tests {
         assert!(alloc_zeroed(usize::MAX).is_null());
     }
 
+    #[test]
+    fn arenas_carved_from_the_reservation_are_told_by_one_compare() {
+        // From now on this test process's new arenas come from the reservation (64-bit Linux;
+        // nothing changes under Miri or on 32-bit targets, where none is made).
+        reserve_address_space();
+        let reserved = cfg!(all(target_pointer_width = "64", not(miri)));
+        let fast = fast();
+        // Enough blocks of classes no other unit test uses to need a new arena of each kind:
+        // 2 MiB of 400-byte blocks (class 24), 6 MiB of 24 KiB blocks (class 53).
+        let n = if cfg!(miri) { 8 } else { 5200 };
+        let small: Vec<*mut u8> = (0..n).map(|_| alloc(400)).collect();
+        let medium: Vec<*mut u8> = (0..n / 20).map(|_| alloc(24_000)).collect();
+        assert!(small.iter().chain(&medium).all(|p| !p.is_null() && owns(*p)));
+        let carved_small = small.iter().filter(|&&p| fast.free_small_open(p)).count();
+        let carved_medium = medium
+            .iter()
+            .filter(|&&p| fast.reserved_kind(p) == Some(false))
+            .count();
+        assert_eq!(carved_small > 0, reserved, "{carved_small} of {n}");
+        assert_eq!(carved_medium > 0, reserved, "{carved_medium}");
+        for &p in &small {
+            // The one compare never says yes for a block that is not a small one of ours, and
+            // agrees with the map when it says yes.
+            assert!(!fast.free_small_open(p) || (owns_small(p) && fast.reserved_kind(p) == Some(true)));
+        }
+        for &p in &medium {
+            assert!(!fast.free_small_open(p) && owns_medium(p));
+        }
+        // Foreign pointers: a stack address, a block of the system allocator, null.
+        let on_stack = 0u8;
+        let boxed = Box::new([0u8; 64]);
+        for p in [&on_stack as *const u8, boxed.as_ptr(), core::ptr::null()] {
+            assert!(!fast.free_small_open(p) && fast.reserved_kind(p).is_none());
+        }
+        for p in small.into_iter().chain(medium) {
+            // SAFETY: live blocks from `alloc`, freed once.
+            unsafe { free(p) };
+        }
+    }
+
     /// A block handed to another thread to free.
     struct Ptr(*mut u8);
     // SAFETY: arena blocks may be freed from any thread; each is used by one thread at a time.
