@@ -36,14 +36,14 @@
 //! reservation; a profiler sample is live), so the one test is both the ownership test and the
 //! profiler's hook: true exactly for a small block of ours while no sample is live, and the pool
 //! header (at `p` rounded down to 16 KiB) holds the block size. Every other pointer goes out of
-//! line ([`free_other`]): the profiler's hook if samples are live; the reservation's medium part
+//! line (`free_other`): the profiler's hook if samples are live; the reservation's medium part
 //! (the pool header at `p` rounded down to 256 KiB); arenas mapped outside the reservation (when
 //! it could not be made, for example under a low `RLIMIT_AS`, or a part is full), found in the
 //! arena maps ([`smallarena::raw::owns_small`], [`smallarena::raw::owns_medium`]); and foreign
 //! pointers (large blocks, the profiler's own blocks, null) to `__libc_free`. Measured under
-//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 83 instructions
-//! per pair with the loop, against 96 with the two arena-map lookups and the profiler's own
-//! load; the README's Performance section has the breakdown.
+//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 78 instructions
+//! per pair with the loop, against 91 with the two arena-map lookups and the profiler's own
+//! loads; the README's Performance section has the breakdown.
 //!
 //! ## Under Valgrind
 //! The mode is decided on the first allocation exactly as for the Rust path (`SMALLARENA_MODE`,
@@ -239,7 +239,7 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 /// One load, a subtraction and a compare ([`raw::Fast::free_small_open`]: a small block of an
 /// arena carved from the reservation, and no profiler sample live), then straight to the arena's
 /// free path, inlined (the pool header, at `p` rounded down to 16 KiB, holds the block size).
-/// Every other pointer goes to [`free_other`] as a tail call.
+/// Every other pointer goes to `free_other` as a tail call.
 ///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
