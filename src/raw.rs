@@ -84,7 +84,8 @@ pub fn fast() -> &'static Fast {
 /// made with the next new arena; when the OS refuses it, or a part is full, arenas are mapped
 /// one by one as before, and only the arena map ([`owns_small`], [`owns_medium`]) knows them.
 /// Every arena is in the arena map either way. For the `LD_PRELOAD` library, which calls it
-/// before its first arena.
+/// before its first arena. A load and a branch once it was asked for.
+#[inline]
 pub fn reserve_address_space() {
     crate::reserve::enable();
 }

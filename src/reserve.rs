@@ -120,6 +120,7 @@ mod imp {
         unsafe { &mut *STATE.0.get() }
     }
 
+    #[inline]
     pub(crate) fn enable() {
         if !ENABLED.load(Ordering::Relaxed) {
             ENABLED.store(true, Ordering::Relaxed);

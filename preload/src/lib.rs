@@ -310,6 +310,9 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// As for [`malloc`].
 unsafe fn calloc_plain(n: usize, size: usize, total: usize) -> *mut c_void {
+    // The loader's first request may be a `calloc`: its arena comes from the reservation too (a
+    // load and a branch once it is asked for).
+    raw::reserve_address_space();
     let p = raw::alloc_zeroed(total);
     if !p.is_null() {
         return p.cast();
