@@ -31,6 +31,10 @@ pub(crate) const NOT_ARENA: usize = 1;
 /// [`Fast::gate`]: a profile is being taken.
 #[cfg_attr(not(all(feature = "profile", not(any(loom, miri)))), allow(dead_code))]
 pub(crate) const PROFILING: usize = 2;
+// The gate's values index the thread-local heap pointer and the three null words after it
+// (`heap::try_alloc_sized_at`): every value must be below 4.
+const _: () = assert!(NOT_ARENA | PROFILING < 4);
+
 /// Bytes of the reservation's small part: 8 GiB, 8192 small arenas.
 pub(crate) const SMALL_SPAN: usize = if usize::BITS >= 64 { (1u64 << 33) as usize } else { 0 };
 /// Bytes of the reservation's medium part, right after the small part: 8 GiB, 2048 medium arenas.
@@ -73,6 +77,13 @@ impl Fast {
         // Relaxed: see the module documentation (the base is written before any block of the
         // reservation exists; a sample's flag before its block is handed out).
         p.addr().wrapping_sub(self.free_word.load(Ordering::Relaxed)) < SMALL_SPAN
+    }
+
+    /// The gate's value: 0 when `malloc` may take its fast path, else 1 to 3 (the bits of
+    /// [`NOT_ARENA`] and [`PROFILING`]).
+    #[inline(always)]
+    pub(crate) fn malloc_gate(&self) -> usize {
+        self.gate.load(Ordering::Relaxed)
     }
 
     /// True when a `free` has profiler work: a sample is live.

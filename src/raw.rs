@@ -66,7 +66,7 @@ pub use crate::tunables::{MAX_ALIGN, MAX_SMALL};
 
 /// The fast-path word a C `malloc`/`free` reads first (one address for everything it reads from
 /// smallarena's globals, which a shared library reaches through its GOT):
-/// [`Fast::malloc_open`] (the mode is `Arena` and no profile is being taken: [`try_alloc_open`]
+/// [`Fast::malloc_open`] (the mode is `Arena` and no profile is being taken: [`try_alloc_gated`]
 /// may serve the request), [`Fast::free_small_open`] (the pointer is in a small arena carved
 /// from the address-space reservation, see [`reserve_address_space`], and no profiler sample is
 /// live: [`free_small`] may free it), [`Fast::samples_live`] and [`Fast::reserved_kind`] for
@@ -220,16 +220,20 @@ pub fn try_alloc(size: usize) -> *mut u8 {
     heap::try_alloc_sized::<false>(class_of(size), block)
 }
 
-/// [`try_alloc`] for a caller that found [`Fast::malloc_open`] true (so the mode is `Arena`, or
-/// `Arena` after a fallback, where the pools serve as well): the same, without reading the mode.
+/// [`try_alloc`] behind the fast-path gate in one test: a block when [`Fast::malloc_open`] and
+/// the calling thread's pool for the class has one ready, else null, having done nothing. With
+/// the `initial-exec-tls` feature on x86-64 the gate's value picks the word read as the thread's
+/// heap (the heap pointer for 0, a null word after it otherwise), so the gate costs a load and
+/// no branch of its own; elsewhere it is tested first.
 #[inline(always)]
-pub fn try_alloc_open(size: usize) -> *mut u8 {
+pub fn try_alloc_gated(size: usize) -> *mut u8 {
+    let gate = gate::fast().malloc_gate();
     if size.wrapping_sub(1) >= MAX_SMALL {
         return core::ptr::null_mut();
     }
     let block = (size + (GRANULE - 1)) & !(GRANULE - 1);
     debug_assert_eq!(block, block_size(class_of(size)));
-    heap::try_alloc_sized::<false>(class_of(size), block)
+    heap::try_alloc_sized_at::<false>(gate, class_of(size), block)
 }
 
 /// Whether the arena block `p` can hold `new_size` bytes where it is: `new_size` is at most
@@ -315,7 +319,7 @@ fn arena_class(size: usize) -> Option<usize> {
     if !mode::is_arena() && !matches!(mode::decide(), State::Arena | State::ArenaFallback) {
         return None;
     }
-    // The arena serves: `malloc`'s fast path may too (see `try_alloc_open`).
+    // The arena serves: `malloc`'s fast path may too (see `try_alloc_gated`).
     let fast = gate::fast();
     if fast.is_closed(gate::NOT_ARENA) {
         fast.open(gate::NOT_ARENA);

@@ -41,7 +41,7 @@
 //! it could not be made, for example under a low `RLIMIT_AS`, or a part is full), found in the
 //! arena maps ([`smallarena::raw::owns_small`], [`smallarena::raw::owns_medium`]); and foreign
 //! pointers (large blocks, the profiler's own blocks, null) to `__libc_free`. Measured under
-//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 78 instructions
+//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 76 instructions
 //! per pair with the loop, against 91 with the two arena-map lookups and the profiler's own
 //! loads; the README's Performance section has the breakdown.
 //!
@@ -81,9 +81,10 @@
 //! sites still live at exit, on stderr) and `SMALLARENA_PROFILE=<path>` (a pprof or folded-stacks
 //! profile written at exit) work for any program; see `smallarena::profile`. While no profile is
 //! being taken the hooks cost nothing of their own: `malloc` reads one word, the fast-path
-//! gate ([`smallarena::raw::Fast::malloc_open`]), that also says the mode is Arena (the load and
-//! branch a mode check costs anyway), and `free`'s hook is folded into its ownership test (see
-//! above). While a profile is being taken the gate is closed, and `malloc` counts its bytes
+//! gate ([`smallarena::raw::try_alloc_gated`]), that also says the mode is Arena, and uses it as
+//! the index of the word it reads as the thread's heap (the heap pointer when the gate is open,
+//! a null word after it when closed), so gate, mode check and heap test are one branch; `free`'s
+//! hook is folded into its ownership test (see above). While a profile is being taken the gate is closed, and `malloc` counts its bytes
 //! towards the sampling countdown (a subtraction and a branch) out of line; `calloc`, `realloc`,
 //! `posix_memalign`/`aligned_alloc`/`memalign` always do. While samples are live every `free`
 //! goes out of line to drop a freed block's sample. The profiler's own allocations (unwinding, symbolizing,
@@ -131,24 +132,21 @@ fn set_errno(e: c_int) {
 /// Any size may be asked for; the block must be freed with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    // One load and a branch: the fast-path word says the mode is Arena and no profile is being
-    // taken. Then no call and no stack: everything else (a pool run dry, a thread's first
-    // request, size 0, bigger requests) goes to `malloc_slow` as a tail call.
-    if raw::fast().malloc_open() {
-        let p = raw::try_alloc_open(size);
-        if !p.is_null() {
-            return p.cast();
-        }
-        // SAFETY: forwarding.
-        return unsafe { malloc_slow(size) };
+    // The fast-path gate (the mode is Arena and no profile is being taken) is one load that
+    // picks the word read as the thread's heap: a closed gate reads as no heap. No call and no
+    // stack: everything else (the gate closed, a pool run dry, a thread's first request, size 0,
+    // bigger requests) goes to `malloc_gated` as a tail call.
+    let p = raw::try_alloc_gated(size);
+    if !p.is_null() {
+        return p.cast();
     }
     // SAFETY: forwarding.
     unsafe { malloc_gated(size) }
 }
 
-/// [`malloc`] while the fast-path word's gate is closed: the mode is not (yet known to be)
-/// Arena, or a profile is being taken. Counts the request towards the profiler's countdown,
-/// then serves it as [`malloc_plain`] does.
+/// [`malloc`] beyond its fast path: the fast-path word's gate is closed (the mode is not, or not
+/// yet known to be, Arena, or a profile is being taken), or the pool had no block ready. Counts
+/// the request towards the profiler's countdown, then serves it as [`malloc_plain`] does.
 ///
 /// # Safety
 /// As for [`malloc`].
