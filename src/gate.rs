@@ -31,9 +31,10 @@ pub(crate) const NOT_ARENA: usize = 1;
 /// [`Fast::gate`]: a profile is being taken.
 #[cfg_attr(not(all(feature = "profile", not(any(loom, miri)))), allow(dead_code))]
 pub(crate) const PROFILING: usize = 2;
-// The gate's values index the thread-local heap pointer and the three null words after it
-// (`heap::try_alloc_sized_at`): every value must be below 4.
-const _: () = assert!(NOT_ARENA | PROFILING < 4);
+/// Every value the gate can take (all its bits set): it indexes the thread-local heap pointer
+/// and the three null words after it (`heap::try_alloc_sized_at`), so it must be below 4.
+const GATE_BITS: usize = NOT_ARENA | PROFILING;
+const _: () = assert!(GATE_BITS <= 3);
 
 /// Bytes of the reservation's small part: 8 GiB, 8192 small arenas.
 pub(crate) const SMALL_SPAN: usize = if usize::BITS >= 64 { (1u64 << 33) as usize } else { 0 };
