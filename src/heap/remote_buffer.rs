@@ -24,6 +24,12 @@
 //! as in use until they flush). `check_invariants()` does not flush: buffered blocks are
 //! consistently counted as in use, and a checker should not change what it checks.
 //!
+//! **Double frees.** A second free of a buffered block by any thread but the owner is caught at
+//! once (the key). The owner's own second free of a block still in another thread's buffer is
+//! not: the owner confirms a key match on its free list (`free_suspect` in `heap.rs`), and the block
+//! is not there yet; it is caught later only if the pool's count would wrap when the batch
+//! arrives (as before batching, a double free whose first free is not yet visible to the owner).
+//!
 //! The buffer lives in the heap, not in a thread-local of its own: a thread buffers only while it
 //! has a heap (`CURRENT` set, its exit hook armed), so a thread with no heap, or past its last exit
 //! hook (`DEAD`), frees straight onto the pool's remote list; and the free path, which has the heap
