@@ -62,8 +62,8 @@ pub(crate) struct Chain {
 
 /// One slot: a pool and the chain of its blocks freed by this heap's thread.
 ///
-/// Invariant: `len == 0` exactly when the slot is empty; then `head` and `tail` are null and
-/// `pool` means nothing. Otherwise `head`..`tail` are `len` blocks of `pool`, linked, and
+/// Invariant: `len == 0` exactly when the slot is empty; then `pool`, `head` and `tail` are
+/// null. Otherwise `head`..`tail` are `len` blocks of `pool`, linked, and
 /// `len < limit`.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -181,7 +181,8 @@ impl RemoteBuffer {
         bytes: usize,
     ) -> Option<Chain> {
         let slot = &mut self.slots[slot_of(pool)];
-        if slot.pool == pool && slot.len != 0 {
+        // An empty slot's pool is null (never a pool's address): one compare tells both.
+        if slot.pool == pool {
             // SAFETY: per the caller, the block is ours to link.
             unsafe { (*block).next = slot.head };
             slot.head = block;
