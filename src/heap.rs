@@ -14,9 +14,10 @@
 //! `fork()`, the child abandons the heaps of the threads that did not survive the fork (or, with
 //! the share fork policy, forgets every inherited heap: see [`crate::fork`]).
 //!
-//! This file holds the heap, its fast paths and its refill; two protocols have files of their
-//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue) and
-//! `heap/lifecycle.rs` (thread exit, acquiring and abandoning heaps, the fork handlers);
+//! This file holds the heap, its fast paths and its refill; three protocols have files of their
+//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue),
+//! `heap/lifecycle.rs` (thread exit, acquiring and abandoning heaps, the fork handlers) and
+//! `heap/reclaim.rs` (any thread's slow path takes back an idle live heap's wholly freed pools);
 //! `heap/check.rs` is the invariant checker.
 
 use crate::lock::Locked;
@@ -35,11 +36,14 @@ const EMPTY_CACHES: [usize; 2] = [EMPTY_CACHE, MEDIUM_EMPTY_CACHE];
 
 pub(crate) mod check;
 mod lifecycle;
+mod reclaim;
 mod remote;
 
 // The crate reaches the heap through `heap::`: the two protocol files' names are the heap's.
 #[allow(unused_imports)] // which are used depends on loom and Miri
 pub(crate) use lifecycle::*;
+#[allow(unused_imports)] // which are used depends on loom and Miri
+pub(crate) use reclaim::*;
 #[allow(unused_imports)] // which are used depends on loom and Miri
 pub(crate) use remote::*;
 
@@ -60,6 +64,9 @@ pub(crate) use remote::*;
 /// * Heap-list links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
 ///   only under the lock, and read without it by remote freers (see [`RECLAIM`]).
 /// * While abandoned, the heap and its pools are touched only under the lock.
+/// * `slow_paths` is written only by the thread using the heap (load + store, no RMW): it counts
+///   the refill and drain slow paths it ran (wrapping). `slow_paths_seen` is guarded by the lock:
+///   the count the idle-owner reclaim last saw (see `heap/reclaim.rs`).
 #[repr(C)]
 pub struct Heap {
     classes: [*mut Pool; CLASSES],
@@ -70,6 +77,8 @@ pub struct Heap {
     all_next: *mut Heap,
     abandoned_next: *mut Heap,
     abandoned: AtomicBool,
+    slow_paths: AtomicUsize,
+    slow_paths_seen: usize,
 }
 
 struct Sentinel(UnsafeCell<Pool>);
@@ -364,11 +373,11 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: 
         // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
         // ping-pong on one block must not pay for the call). A count that wrapped (a pool
         // never holds 2^31 blocks) means more frees than allocations.
-        if used as i32 <= 0 || (*pool).full {
+        if used as i32 <= 0 || (*pool).full.load(Ordering::Relaxed) {
             if (used as i32) < 0 {
                 fault(Fault::UsedUnderflow, block.cast());
             }
-            if (*pool).full || !((*pool).prev.is_null() && (*pool).next.is_null()) {
+            if (*pool).full.load(Ordering::Relaxed) || !((*pool).prev.is_null() && (*pool).next.is_null()) {
                 free_local_slow(heap, pool, None);
             }
         }
@@ -541,10 +550,13 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
-    // A pool ran out: a due purge pass runs here (free arena pools only).
+    // A pool ran out: a due purge pass runs here (free arena pools only), and a due reclaim of
+    // idle heaps' pools (`heap/reclaim.rs`).
     crate::arena::purge_tick();
     // SAFETY: everything below touches only pools owned by `heap`, which is ours.
     unsafe {
+        note_slow_path(heap);
+        reclaim_tick();
         drain_queue(heap, None);
         loop {
             let pool = (*heap).classes[class];
@@ -556,7 +568,9 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
                 return alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
             }
             unlink(heap, class, pool);
-            (*pool).full = true;
+            // Release: the idle-owner reclaim reads it (Acquire) before it takes the pool, after
+            // our last touch of it (see `heap/reclaim.rs`).
+            (*pool).full.store(true, Ordering::Release);
         }
         let medium = is_medium_class(class);
         let k = usize::from(medium);
@@ -567,6 +581,7 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
         } else {
             let mut locked = Locked::take();
             reclaim_abandoned(&mut locked);
+            schedule_reclaim(&mut locked);
             let kind = if medium {
                 crate::arena_map::Kind::Medium
             } else {
@@ -626,11 +641,14 @@ unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool, locked: Option<&mut 
     // SAFETY: owner-only fields of our own pool and heap.
     unsafe {
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
-        if (*pool).full && !(*pool).free.is_null() {
-            (*pool).full = false;
+        if (*pool).full.load(Ordering::Relaxed) && !(*pool).free.is_null() {
+            (*pool).full.store(false, Ordering::Relaxed);
             link_second(heap, class, pool);
         }
-        if (*pool).used.load(Ordering::Relaxed) != 0 || (*pool).full || !Pool::remote_idle(pool) {
+        if (*pool).used.load(Ordering::Relaxed) != 0
+            || (*pool).full.load(Ordering::Relaxed)
+            || !Pool::remote_idle(pool)
+        {
             return;
         }
         // Empty. Keep it if it is the class's only pool with room (no thrash on alloc/free of
@@ -849,7 +867,10 @@ pub(crate) fn release_memory() {
     if !heap.is_null() {
         // Remote frees first (this may retire pools, taking the lock itself).
         // SAFETY: the heap is this thread's.
-        unsafe { drain_queue(heap, None) };
+        unsafe {
+            note_slow_path(heap);
+            drain_queue(heap, None);
+        }
     }
     let mut locked = Locked::take();
     if !heap.is_null() {

@@ -21,7 +21,7 @@
 //!   for it can be in flight, and it can safely be reused for another size class.
 
 use crate::size_class::{any_block_size, block_size, is_medium_class, CLASS_COUNT, GRANULE, MAX_SMALL};
-use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use crate::sync::{const_fn, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use crate::tunables::{MEDIUM_POOL_SIZE, POOL_HEADER, POOL_SIZE};
 use core::ptr::null_mut;
 
@@ -58,7 +58,9 @@ pub struct Block {
 ///   `used`, `class`, `owner`, `remote`, `remote_count` are atomics because other threads read
 ///   them (remote freers and `stats()`); only the owner writes `used`, `class` and `owner`.
 /// * `full` is true exactly when the pool had no free block and no bump space when last looked
-///   at, and has therefore been unlinked from its heap's class list.
+///   at, and has therefore been unlinked from its heap's class list. Only the owner writes it
+///   (set with `Release` after the unlink, cleared before a relink); it is atomic because the
+///   idle-owner reclaim (`heap/reclaim.rs`) reads it (`Acquire`) from another thread.
 #[repr(C, align(64))]
 pub struct Pool {
     // --- owner side (first cache line) ---
@@ -88,7 +90,7 @@ pub struct Pool {
     /// like `check_mul` ([`Pool::block_size`]).
     granules: u8,
     /// Unlinked because it was full (see type invariants).
-    pub full: bool,
+    pub full: AtomicBool,
     /// The bump region is known to be zeroed (fresh from the OS).
     pub fresh: bool,
     // --- remote side (second cache line), and the fields of the slow paths ---
@@ -233,7 +235,7 @@ impl Pool {
                 check_cap: 0,
                 class: AtomicU8::new(NO_CLASS),
                 granules: 0,
-                full: false,
+                full: AtomicBool::new(false),
                 fresh: false,
                 remote: RemoteSide {
                     head: AtomicPtr::new(null_mut()),
@@ -291,7 +293,7 @@ impl Pool {
             (*pool).end = base.add(POOL_HEADER + cap * bs);
             (*pool).next = null_mut();
             (*pool).prev = null_mut();
-            (*pool).full = false;
+            (*pool).full.store(false, Ordering::Relaxed);
             // Counters start afresh with every assignment: whatever a wrong free left there
             // before (caught or not) does not follow the pool into its next use.
             (*pool).used.store(0, Ordering::Relaxed);
@@ -440,6 +442,36 @@ impl Pool {
         }
     }
 
+    /// Puts back a list taken off this pool's remote list ([`Pool::take_remote_and_unqueue`]) by
+    /// a thread that is not the owner (the idle-owner reclaim, `heap/reclaim.rs`, when the pool
+    /// cannot be reclaimed): the blocks go back in front of whatever was pushed since, and
+    /// `QUEUED` is set. Returns true when this call turned `QUEUED` on: the caller must then push
+    /// the pool onto its owner's remote queue, as a remote freer does. Counts the blocks back
+    /// into the pending count.
+    ///
+    /// # Safety
+    /// `taken` came off this pool's remote list and is not empty; the caller owns its blocks.
+    pub unsafe fn push_remote_list(pool: *mut Pool, taken: Taken) -> bool {
+        // SAFETY: the pool header lives while blocks of it are live (the taken ones are).
+        let side = unsafe { &(*pool).remote };
+        side.count.fetch_add(taken.len, Ordering::Relaxed);
+        let mut old = side.head.load(Ordering::Relaxed);
+        loop {
+            let next = old.map_addr(|a| a & !QUEUED);
+            // SAFETY: the blocks are ours until the CAS below publishes them; `tail` is the last
+            // of `len > 0` blocks.
+            unsafe { (*taken.tail).next = next };
+            let new = taken.head.map_addr(|a| a | QUEUED);
+            match side
+                .head
+                .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return old.addr() & QUEUED == 0,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
     /// Owner: takes every remotely freed block, leaving the `QUEUED` bit as it is.
     /// Returns the list (null if none), its last block and its length.
     ///
@@ -471,10 +503,12 @@ impl Pool {
     }
 
     /// Owner, draining its heap queue after popping this pool: takes every remotely freed block
-    /// and clears `QUEUED`, so the next remote free queues the pool again.
+    /// and clears `QUEUED`, so the next remote free queues the pool again. Also the idle-owner
+    /// reclaim (`heap/reclaim.rs`), which pops pools off a heap's queue under the lock.
     ///
     /// # Safety
-    /// Only the pool's owner may call this, and only for a pool it has just popped from its queue.
+    /// Only the thread that has just popped this pool from its owner heap's queue may call this
+    /// (its owner, or the reclaim holding the lock).
     pub unsafe fn take_remote_and_unqueue(pool: *mut Pool) -> Taken {
         // SAFETY: the owner's pool header is live.
         let side = unsafe { &(*pool).remote };
@@ -506,7 +540,9 @@ impl Pool {
     ///
     /// # Safety
     /// The pool is owned by the calling thread's heap, or by an abandoned heap and the caller
-    /// holds the lock; `taken` came off this pool's remote list, so its blocks are the caller's.
+    /// holds the lock, or the idle-owner reclaim holds it (every block of it taken, so its owner
+    /// can no longer reach it); `taken` came off this pool's remote list, so its blocks are the
+    /// caller's.
     pub(crate) unsafe fn splice(pool: *mut Pool, taken: Taken) {
         if taken.len == 0 {
             return;

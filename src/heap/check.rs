@@ -97,7 +97,7 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
                     p,
                 )?;
                 ensure((*pool).prev == prev, "class list links not symmetric", p)?;
-                ensure(!(*pool).full, "pool marked full in a class list", p)?;
+                ensure(!(*pool).full.load(Ordering::Relaxed), "pool marked full in a class list", p)?;
                 ensure(
                     Pool::is_medium(pool) == is_medium_class(class),
                     "pool of one kind in a class list of the other",
@@ -152,7 +152,7 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
             let class = (*pool).class.load(Ordering::Relaxed);
             if class == NO_CLASS {
                 owned_cached += 1;
-            } else if (*pool).full {
+            } else if (*pool).full.load(Ordering::Relaxed) {
                 if full_result.is_ok() {
                     full_result = Pool::check(pool, usize::from(class));
                 }

@@ -185,6 +185,8 @@ pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {
             all_next: reg.all,
             abandoned_next: null_mut(),
             abandoned: AtomicBool::new(false),
+            slow_paths: AtomicUsize::new(0),
+            slow_paths_seen: 0,
         });
     }
     reg.all = h;
