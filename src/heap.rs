@@ -373,11 +373,11 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: 
         // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
         // ping-pong on one block must not pay for the call). A count that wrapped (a pool
         // never holds 2^31 blocks) means more frees than allocations.
-        if used as i32 <= 0 || (*pool).full.load(Ordering::Relaxed) {
+        if used as i32 <= 0 || Pool::full_for_owner(pool) {
             if (used as i32) < 0 {
                 fault(Fault::UsedUnderflow, block.cast());
             }
-            if (*pool).full.load(Ordering::Relaxed) || !((*pool).prev.is_null() && (*pool).next.is_null()) {
+            if Pool::full_for_owner(pool) || !((*pool).prev.is_null() && (*pool).next.is_null()) {
                 free_local_slow(heap, pool, None);
             }
         }

@@ -522,6 +522,27 @@ impl Pool {
         taken
     }
 
+    /// Owner: whether the pool is marked full, read as a plain byte (the free fast path: an
+    /// atomic load would not fold into a compare with memory, one more instruction per free).
+    /// Sound because only the owner writes `full`: this read races with no write, and a read
+    /// racing with other threads' atomic reads is no data race.
+    ///
+    /// # Safety
+    /// The pool is owned by the calling thread's heap.
+    #[inline(always)]
+    pub(crate) unsafe fn full_for_owner(pool: *const Pool) -> bool {
+        #[cfg(not(loom))]
+        // SAFETY: per the caller, the calling thread is the only writer of `full`.
+        unsafe {
+            *(*pool).full.as_ptr()
+        }
+        #[cfg(loom)]
+        // SAFETY: per the caller, the pool header is live.
+        unsafe {
+            (*pool).full.load(Ordering::Relaxed)
+        }
+    }
+
     /// Owner: one more block handed out (the allocation fast path).
     ///
     /// # Safety
