@@ -12,8 +12,10 @@
 //!   on (it saw it off) then pushes the pool onto its owner heap's remote queue, so the owner
 //!   learns which pools have remote frees without scanning.
 //! * The owner may take the blocks at any time while leaving `QUEUED` as it was
-//!   ([`Pool::take_remote_keep_queued`]); only the owner's drain of its heap queue, after it has
-//!   popped the pool, clears `QUEUED` ([`Pool::take_remote_and_unqueue`]). So a pool is in a heap
+//!   ([`Pool::take_remote_keep_queued`]); only the drain of its heap queue, after it has popped
+//!   the pool, clears `QUEUED` ([`Pool::take_remote_and_unqueue`]): the owner's, or the idle-owner
+//!   reclaim's under the lock (`heap/reclaim.rs`, which takes a full pool whose every block is on
+//!   the list, or puts the blocks back with [`Pool::push_remote_list`]). So a pool is in a heap
 //!   queue at most once, and a pool whose `QUEUED` bit is on is never released.
 //! * `used` counts blocks handed out and not yet back on the owner's free list, so blocks in
 //!   flight on the remote list keep `used > 0`. A pool is released to its arena only when

@@ -44,6 +44,10 @@
 //! pools sit free for a few hundred milliseconds between phases; at 1000 ms none of them purged
 //! a pool while running, and faults stayed within noise.
 //!
+//! The idle-owner reclaim (`heap/reclaim.rs`: whole pools taken back from live heaps whose
+//! owner has gone quiet) ticks on the same clock, every delay (at least 1 ms), from the
+//! allocation slow path: its schedule is here too ([`reclaim_wanted`], [`reclaim_maybe_due`]).
+//!
 //! `SMALLARENA_PURGE_DELAY_MS` sets the delay ([`crate::env`]); `-1` or `never` turns purging off
 //! (only `collect()` gives pools back then, and one wholly empty arena stays mapped for
 //! good), `0` purges every pool as it is given back and unmaps every arena as it empties. Not in

@@ -145,10 +145,11 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
     }
     check();
     println!(
-        "{size} B x {n} ({mib} MiB): resident {} -> {} -> {} KiB, mapped {} -> {} KiB; \
+        "{size} B x {n} ({mib} MiB): resident {} -> {} -> {} -> {} KiB, mapped {} -> {} KiB; \
          pools reclaimed {} of {pools}, purged {}, arenas unmapped {}; {rounds} rounds",
         before.resident_bytes >> 10,
         full.resident_bytes >> 10,
+        freed.resident_bytes >> 10,
         after.resident_bytes >> 10,
         full.bytes_mapped >> 10,
         after.bytes_mapped >> 10,
