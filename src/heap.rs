@@ -858,9 +858,11 @@ pub(crate) fn list_counts(locked: &mut Locked) -> ListCounts {
 // ---------------------------------------------------------------------------------------------
 
 /// `smallarena::collect()`: gives the calling thread's empty pools (cached, and kept at the head
-/// of a class list) and the abandoned heaps' empty pools back to their arenas, then returns free
-/// memory to the OS ([`Locked::release_free_memory`]). Other live threads' heaps are left alone:
-/// only their owner may touch their lists.
+/// of a class list), the abandoned heaps' empty pools, and the other live heaps' pools whose every
+/// block other threads freed (the idle-owner reclaim, `heap/reclaim.rs`, without waiting for
+/// them to be quiescent) back to their arenas, then returns free memory to the OS
+/// ([`Locked::release_free_memory`]). Other live threads' lists are left alone: only their owner
+/// may touch them.
 pub(crate) fn release_memory() {
     let _quiet = crate::mode::quiet();
     let heap = current();
@@ -887,6 +889,7 @@ pub(crate) fn release_memory() {
             h = (*h).abandoned_next;
         }
     }
+    reclaim_live_heaps(&mut locked, true);
     locked.release_free_memory();
 }
 

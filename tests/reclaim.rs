@@ -27,13 +27,18 @@ fn child_case() -> Option<String> {
 
 /// Runs the test `case` of this binary in a child with the purge delay set.
 fn run_child(case: &str) -> String {
+    run_child_with(case, &DELAY_MS.to_string())
+}
+
+/// Runs the test `case` of this binary in a child with `SMALLARENA_PURGE_DELAY_MS=delay`.
+fn run_child_with(case: &str, delay: &str) -> String {
     let exe = std::env::current_exe().expect("test binary");
     let o = Command::new(exe)
         .args(["--exact", case, "--nocapture", "--test-threads=1"])
         .env_remove("SMALLARENA_STATS")
         .env_remove("SMALLARENA_MODE")
         .env("RECLAIM_CHILD", case)
-        .env("SMALLARENA_PURGE_DELAY_MS", DELAY_MS.to_string())
+        .env("SMALLARENA_PURGE_DELAY_MS", delay)
         .output()
         .expect("run the child");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -216,5 +221,65 @@ fn an_idle_owner_gives_back_small_pools_freed_by_others() {
 fn an_idle_owner_gives_back_medium_pools_freed_by_others() {
     if child_case().is_none() {
         run_child("child_medium");
+    }
+}
+
+/// Child, purging off: `collect()` takes the idle owner's wholly freed pools at once (no tick
+/// runs without a purge delay, and no waiting for the owner to be quiescent).
+#[test]
+fn child_collect() {
+    if child_case().as_deref() != Some("child_collect") {
+        return;
+    }
+    let size = 64;
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    let n = (8 << 20) / size;
+    let before = smallarena::stats();
+    let (to_main, from_a) = mpsc::channel::<(Vec<Block>, smallarena::Stats)>();
+    let wake = Arc::new(AtomicBool::new(false));
+    let woken = wake.clone();
+    let a = std::thread::spawn(move || {
+        let blocks: Vec<Block> = (0..n)
+            // SAFETY: a valid non-zero layout; the main thread frees every block once.
+            .map(|_| Block(unsafe { GLOBAL.alloc(layout) }))
+            .collect();
+        to_main.send((blocks, smallarena::stats())).unwrap();
+        while !woken.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+    });
+    let (blocks, full) = from_a.recv().unwrap();
+    for Block(p) in blocks {
+        assert!(!p.is_null());
+        // SAFETY: a live block of `layout`, freed once, by a thread that does not own it.
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+    let freed = smallarena::stats();
+    smallarena::collect();
+    check();
+    let after = smallarena::stats();
+    let pools = full.classes[3].pools - before.classes[3].pools;
+    println!(
+        "collect: pools reclaimed {} of {pools}; mapped {} -> {} KiB",
+        after.pools_reclaimed - freed.pools_reclaimed,
+        freed.bytes_mapped >> 10,
+        after.bytes_mapped >> 10,
+    );
+    assert_eq!(
+        freed.pools_reclaimed, full.pools_reclaimed,
+        "reclaimed with purging off"
+    );
+    assert!(after.pools_reclaimed - freed.pools_reclaimed + 1 >= pools);
+    assert!(freed.bytes_mapped - after.bytes_mapped >= (8 << 20) * 3 / 4);
+    wake.store(true, Ordering::Release);
+    a.thread().unpark();
+    a.join().unwrap();
+    check();
+}
+
+#[test]
+fn collect_takes_an_idle_owners_pools_at_once() {
+    if child_case().is_none() {
+        run_child_with("child_collect", "never");
     }
 }
