@@ -22,7 +22,7 @@
 
 use crate::lock::Locked;
 use crate::os;
-use crate::pool::{fault, Block, Fault, Pool};
+use crate::pool::{fault, Block, Fault, Pool, SOLE};
 use crate::size_class::{any_block_size, block_size, class_of, is_medium_class, CLASSES};
 #[cfg(not(loom))]
 use crate::tunables::EXIT_ROUNDS;
@@ -369,17 +369,15 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: 
         let used = (*pool).used.load(Ordering::Relaxed).wrapping_sub(1);
         (*pool).used.store(used, Ordering::Relaxed);
         add_requested(heap, size.wrapping_neg());
-        // Slow path only to relink a full pool, or to retire an empty one that is not the
-        // class's only pool (which `free_local_slow` would keep anyway: an alloc/free
-        // ping-pong on one block must not pay for the call). A count that wrapped (a pool
-        // never holds 2^31 blocks) means more frees than allocations.
-        if used as i32 <= 0 || Pool::full_for_owner(pool) {
+        // Slow path only to relink a full pool that got enough blocks back, or to retire an
+        // empty one that is not its class's only pool (the only one is kept: an alloc/free
+        // ping-pong on one block must not pay for the call): `slow_at` says when, per state. A
+        // count that wrapped (a pool never holds 2^31 blocks) means more frees than allocations.
+        if used as i32 <= i32::from((*pool).slow_at) {
             if (used as i32) < 0 {
                 fault(Fault::UsedUnderflow, block.cast());
             }
-            if Pool::full_for_owner(pool) || !((*pool).prev.is_null() && (*pool).next.is_null()) {
-                free_local_slow(heap, pool, None);
-            }
+            free_local_slow(heap, pool, None);
         }
     }
 }
@@ -568,8 +566,9 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
                 return alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
             }
             unlink(heap, class, pool);
-            // Release: the idle-owner reclaim reads it (Acquire) before it takes the pool, after
-            // our last touch of it (see `heap/reclaim.rs`).
+            (*pool).slow_at = Pool::relink_at(class);
+            // Last, with Release: the idle-owner reclaim reads it (Acquire) before it takes the
+            // pool, after our last touch of it (see `heap/reclaim.rs`).
             (*pool).full.store(true, Ordering::Release);
         }
         let medium = is_medium_class(class);
@@ -641,7 +640,10 @@ unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool, locked: Option<&mut 
     // SAFETY: owner-only fields of our own pool and heap.
     unsafe {
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
-        if (*pool).full.load(Ordering::Relaxed) && !(*pool).free.is_null() {
+        if (*pool).full.load(Ordering::Relaxed)
+            && !(*pool).free.is_null()
+            && (*pool).used.load(Ordering::Relaxed) as i32 <= i32::from((*pool).slow_at)
+        {
             (*pool).full.store(false, Ordering::Relaxed);
             link_second(heap, class, pool);
         }
@@ -719,6 +721,7 @@ unsafe fn link_front(heap: *mut Heap, class: usize, pool: *mut Pool) {
             (*head).prev = pool;
         }
         (*heap).classes[class] = pool;
+        mark_sole(heap, class);
     }
 }
 
@@ -744,6 +747,7 @@ unsafe fn link_second(heap: *mut Heap, class: usize, pool: *mut Pool) {
             (*next).prev = pool;
         }
         (*head).next = pool;
+        mark_sole(heap, class);
     }
 }
 
@@ -763,6 +767,31 @@ unsafe fn unlink(heap: *mut Heap, class: usize, pool: *mut Pool) {
         }
         (*pool).next = null_mut();
         (*pool).prev = null_mut();
+        (*pool).slow_at = 0;
+        mark_sole(heap, class);
+    }
+}
+
+/// Sets the free path's trigger ([`Pool::slow_at`]) of the pools whose state a list change can
+/// alter: the head is [`SOLE`] when it is the list's only pool, else 0, and so is the pool after
+/// it (every pool further down was the head or second when it last moved, so it is 0 already).
+///
+/// # Safety
+/// `heap`'s list for `class` is ours to change.
+unsafe fn mark_sole(heap: *mut Heap, class: usize) {
+    // SAFETY: owner-only fields of pools in our own list.
+    unsafe {
+        let head = (*heap).classes[class];
+        if head == sentinel() {
+            return;
+        }
+        let next = (*head).next;
+        if next.is_null() {
+            (*head).slow_at = SOLE;
+        } else {
+            (*head).slow_at = 0;
+            (*next).slow_at = 0;
+        }
     }
 }
 

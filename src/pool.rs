@@ -24,7 +24,7 @@
 
 use crate::size_class::{any_block_size, block_size, is_medium_class, CLASS_COUNT, GRANULE, MAX_SMALL};
 use crate::sync::{const_fn, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
-use crate::tunables::{MEDIUM_POOL_SIZE, POOL_HEADER, POOL_SIZE};
+use crate::tunables::{MEDIUM_POOL_SIZE, POOL_HEADER, POOL_SIZE, RELINK_SHARE};
 use core::ptr::null_mut;
 
 /// Value of `class` for a pool that is not serving any class (free in its arena, or cached empty).
@@ -60,9 +60,12 @@ pub struct Block {
 ///   `used`, `class`, `owner`, `remote`, `remote_count` are atomics because other threads read
 ///   them (remote freers and `stats()`); only the owner writes `used`, `class` and `owner`.
 /// * `full` is true exactly when the pool had no free block and no bump space when last looked
-///   at, and has therefore been unlinked from its heap's class list. Only the owner writes it
-///   (set with `Release` after the unlink, cleared before a relink); it is atomic because the
-///   idle-owner reclaim (`heap/reclaim.rs`) reads it (`Acquire`) from another thread.
+///   at, and has therefore been unlinked from its heap's class list; it stays unlinked (its
+///   freed blocks gathering on its free list) until `used <= relink_at(class)`, i.e. a
+///   `RELINK_SHARE`th of its blocks came back. `slow_at` is `relink_at(class)` while `full`,
+///   0 otherwise. Only the owner writes `full` (set with `Release` after the unlink, cleared
+///   before a relink); it is atomic because the idle-owner reclaim (`heap/reclaim.rs`) reads it
+///   (`Acquire`) from another thread.
 #[repr(C, align(64))]
 pub struct Pool {
     // --- owner side (first cache line) ---
@@ -85,7 +88,13 @@ pub struct Pool {
     /// set up for a class or leaves it), so any thread freeing a live block may read them.
     check_mul: u32,
     /// Blocks in the pool for the class served; 0 when it serves none, so no pointer passes.
-    check_cap: u32,
+    check_cap: u16,
+    /// The owner's free takes its slow path once `used` (as an `i32`) has dropped to this:
+    /// [`Pool::relink_at`] while the pool is full (enough blocks came back to relink it); 0 while
+    /// it is in a class list with other pools (it became empty: retire it); [`SOLE`] while it is
+    /// its class list's only pool (kept when empty, so only a count that wrapped below 0 takes the
+    /// slow path, to report it). One compare on the free path covers every case.
+    pub slow_at: i16,
     /// Size class served, or [`NO_CLASS`].
     pub class: AtomicU8,
     /// The block size of the class served in granules (16 bytes), 0 when it serves none; written
@@ -121,6 +130,9 @@ const _: () = assert!(MAX_SMALL / GRANULE <= u8::MAX as usize);
 // The owner's fast-path fields share one cache line.
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64);
+
+/// [`Pool::slow_at`] of a class list's only pool: below any count but a wrapped one.
+pub const SOLE: i16 = -1;
 
 /// Rotation of the block-boundary test: the block size's power of two is at most `2^ROT` (512).
 const ROT: u32 = 9;
@@ -235,6 +247,7 @@ impl Pool {
                 used: AtomicU32::new(0),
                 check_mul: 0,
                 check_cap: 0,
+                slow_at: 0,
                 class: AtomicU8::new(NO_CLASS),
                 granules: 0,
                 full: AtomicBool::new(false),
@@ -296,12 +309,13 @@ impl Pool {
             (*pool).next = null_mut();
             (*pool).prev = null_mut();
             (*pool).full.store(false, Ordering::Relaxed);
+            (*pool).slow_at = 0;
             // Counters start afresh with every assignment: whatever a wrong free left there
             // before (caught or not) does not follow the pool into its next use.
             (*pool).used.store(0, Ordering::Relaxed);
             (*pool).remote.count.store(0, Ordering::Relaxed);
             (*pool).check_mul = check_mul(bs, rot);
-            (*pool).check_cap = cap as u32;
+            (*pool).check_cap = cap as u16;
             // Small pools only: the size-less free of a small block reads it; medium pools keep
             // 0 (their sizes do not fit a byte) and are asked through `bytes`.
             (*pool).granules = if is_medium_class(class) { 0 } else { (bs / GRANULE) as u8 };
@@ -324,7 +338,7 @@ impl Pool {
         let x = (p.addr().wrapping_sub(POOL_HEADER) & (POOL_SIZE - 1)) as u32;
         // SAFETY: per the caller.
         let (mul, cap) = unsafe { ((*pool).check_mul, (*pool).check_cap) };
-        x.wrapping_mul(mul).rotate_right(ROT) < cap
+        x.wrapping_mul(mul).rotate_right(ROT) < u32::from(cap)
     }
 
     /// Whether `p`, a pointer into the medium pool `pool`, is the start of one of its blocks:
@@ -337,7 +351,7 @@ impl Pool {
         let x = (p.addr().wrapping_sub(POOL_HEADER) & (MEDIUM_POOL_SIZE - 1)) as u32;
         // SAFETY: per the caller.
         let (mul, cap) = unsafe { ((*pool).check_mul, (*pool).check_cap) };
-        x.wrapping_mul(mul).rotate_right(MEDIUM_ROT) < cap
+        x.wrapping_mul(mul).rotate_right(MEDIUM_ROT) < u32::from(cap)
     }
 
     /// [`Pool::is_block`] or [`Pool::is_block_medium`], as the pool's kind says.
@@ -414,6 +428,15 @@ impl Pool {
             POOL_SIZE
         };
         (size - POOL_HEADER) / any_block_size(class)
+    }
+
+    /// `used` at or below which a full pool of `class` goes back into its class list: one
+    /// `RELINK_SHARE`th of its blocks (at least one) must have come back first, so a pool that
+    /// gets a block back now and then is not relinked and unlinked again for every block.
+    pub const fn relink_at(class: usize) -> i16 {
+        let cap = Pool::capacity(class);
+        let back = if cap / RELINK_SHARE > 1 { cap / RELINK_SHARE } else { 1 };
+        (cap - back) as i16
     }
 
     /// Pushes `block` onto the remote list from a thread that does not own the pool.
@@ -522,27 +545,6 @@ impl Pool {
             side.count.fetch_sub(taken.len, Ordering::Relaxed);
         }
         taken
-    }
-
-    /// Owner: whether the pool is marked full, read as a plain byte (the free fast path: an
-    /// atomic load would not fold into a compare with memory, one more instruction per free).
-    /// Sound because only the owner writes `full`: this read races with no write, and a read
-    /// racing with other threads' atomic reads is no data race.
-    ///
-    /// # Safety
-    /// The pool is owned by the calling thread's heap.
-    #[inline(always)]
-    pub(crate) unsafe fn full_for_owner(pool: *const Pool) -> bool {
-        #[cfg(not(loom))]
-        // SAFETY: per the caller, the calling thread is the only writer of `full`.
-        unsafe {
-            *(*pool).full.as_ptr()
-        }
-        #[cfg(loom)]
-        // SAFETY: per the caller, the pool header is live.
-        unsafe {
-            (*pool).full.load(Ordering::Relaxed)
-        }
     }
 
     /// Owner: one more block handed out (the allocation fast path).

@@ -121,6 +121,46 @@ fn freed_blocks_are_reused_lifo_on_the_owning_thread() {
 }
 
 #[test]
+fn a_full_pool_is_relinked_once_a_share_of_its_blocks_came_back() {
+    let size = 256; // class 15, which no other unit test uses
+    let class = class_of(size);
+    let cap = Pool::capacity(class);
+    let back = cap - Pool::relink_at(class) as usize;
+    assert!(back > 1 && back < cap, "{back} of {cap}");
+    let pool_of = |p: *mut u8| Pool::of(p) as usize;
+    // Fill one pool A; the next allocation finds it full, unlinks it and starts a pool B.
+    let a: Vec<*mut u8> = (0..cap).map(|_| alloc(size)).collect();
+    let pool_a = pool_of(a[0]);
+    assert!(a.iter().all(|&p| pool_of(p) == pool_a));
+    let mut others = vec![alloc(size)];
+    let pool_b = pool_of(others[0]);
+    assert_ne!(pool_b, pool_a);
+    // One block short of the share back in A: A stays out of the list, so once B is full the
+    // next allocation comes from a third pool, not from A's free blocks.
+    // SAFETY: live blocks of this size.
+    unsafe { a[..back - 1].iter().for_each(|&p| free(p, size)) };
+    others.extend((1..cap).map(|_| alloc(size)));
+    assert!(others.iter().all(|&p| pool_of(p) == pool_b));
+    let c = alloc(size);
+    assert!(pool_of(c) != pool_a && pool_of(c) != pool_b);
+    others.push(c);
+    // The share-th block: A goes back into the list, after the head C, and serves once C is full.
+    // SAFETY: a live block of this size.
+    unsafe { free(a[back - 1], size) };
+    others.extend((1..cap).map(|_| alloc(size)));
+    assert!(others[cap..].iter().all(|&p| pool_of(p) == pool_of(c)));
+    let from_a = alloc(size);
+    assert_eq!(pool_of(from_a), pool_a);
+    others.push(from_a);
+    // SAFETY: live blocks of this size.
+    unsafe {
+        a[back..].iter().for_each(|&p| free(p, size));
+        others.iter().for_each(|&p| free(p, size));
+    }
+    assert_eq!(in_use(class), 0);
+}
+
+#[test]
 fn zeroed_allocation_after_dirty_reuse() {
     let size = 300; // class 18
     let n = count(class_of(size));

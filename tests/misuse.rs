@@ -269,9 +269,9 @@ struct Live {
 /// # Safety
 /// Reads the second word of a freed block (mapped arena memory) to learn the key.
 unsafe fn model(seed: u64, inject: bool) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::with_seed(seed | 1);
     let steps = 400;
-    let at = rng.below(steps) as usize;
+    let at = rng.u64(..steps) as usize;
     // Every vector of the model is allocated here, before the first free, with room for the
     // whole run: were one to grow (or be built) later, its buffer could take a freed block of
     // the classes under test, and a "double free" of that block would free a live buffer (on
@@ -299,15 +299,15 @@ unsafe fn model(seed: u64, inject: bool) {
         if inject && step == at {
             in_use.extend(anchors.iter().chain(&live).map(|b| pool(b.p)));
             candidates.extend(freed.iter().filter(|f| in_use.contains(&pool(f.p))));
-            let double = !candidates.is_empty() && (live.is_empty() || rng.below(2) == 0);
+            let double = !candidates.is_empty() && (live.is_empty() || rng.u64(..2) == 0);
             // SAFETY: the misuse under test: it must abort.
             unsafe {
                 if double {
-                    let b = candidates[rng.below(candidates.len() as u64) as usize];
+                    let b = candidates[rng.u64(..candidates.len() as u64) as usize];
                     announce(b.p);
                     GLOBAL.dealloc(b.p, b.l);
                 } else if let Some(b) = live.first().or(anchors.first()) {
-                    let off = 16 * (1 + rng.below(b.l.size() as u64 / 16 - 1) as usize);
+                    let off = 16 * (1 + rng.u64(..b.l.size() as u64 / 16 - 1) as usize);
                     let q = b.p.add(off);
                     announce(q);
                     GLOBAL.dealloc(q, layout(16));
@@ -315,8 +315,8 @@ unsafe fn model(seed: u64, inject: bool) {
             }
             panic!("step {step}: misuse not caught");
         }
-        if live.is_empty() || rng.below(5) < 3 {
-            let size = sizes[rng.below(4) as usize];
+        if live.is_empty() || rng.u64(..5) < 3 {
+            let size = sizes[rng.u64(..4) as usize];
             let l = layout(size);
             // SAFETY: a valid layout.
             let p = unsafe { GLOBAL.alloc(l) };
@@ -325,13 +325,13 @@ unsafe fn model(seed: u64, inject: bool) {
             // SAFETY: `p` has `size` writable bytes.
             unsafe {
                 p.write_bytes(0x5a, size);
-                if key != 0 && rng.below(4) == 0 {
+                if key != 0 && rng.u64(..4) == 0 {
                     p.cast::<usize>().add(1).write(key);
                 }
             }
             live.push(Live { p, l });
         } else {
-            let b = live.swap_remove(rng.below(live.len() as u64) as usize);
+            let b = live.swap_remove(rng.u64(..live.len() as u64) as usize);
             // SAFETY: a live block with its layout, freed once.
             unsafe { GLOBAL.dealloc(b.p, b.l) };
             if key == 0 && anchors.iter().any(|a| pool(a.p) == pool(b.p)) {

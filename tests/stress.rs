@@ -61,15 +61,15 @@ fn round(seed: u64) -> usize {
             let barrier = &barrier;
             let crossed = &crossed;
             handles.push(s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) ^ (seed << 32));
+                let mut rng = Rng::with_seed(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) ^ (seed << 32));
                 let mut live: Vec<Sent> = Vec::with_capacity(4096);
                 let mut outbox: Vec<Sent> = Vec::new();
                 barrier.wait();
                 for op in 0..OPS {
-                    let r = rng.below(100);
+                    let r = rng.u64(..100);
                     if r < 55 || live.is_empty() {
-                        let size = 1 + rng.below(512) as usize;
-                        let l = Layout::from_size_align(size, 1 << rng.below(5)).unwrap();
+                        let size = 1 + rng.u64(..512) as usize;
+                        let l = Layout::from_size_align(size, 1 << rng.u64(..5)).unwrap();
                         // SAFETY: `l` has a non-zero size.
                         let p = unsafe { alloc(l) };
                         assert!(!p.is_null());
@@ -77,7 +77,7 @@ fn round(seed: u64) -> usize {
                         unsafe { fill(p, size) };
                         live.push(Sent(p as usize, l));
                     } else {
-                        let i = rng.below(live.len() as u64) as usize;
+                        let i = rng.u64(..live.len() as u64) as usize;
                         let b = live.swap_remove(i);
                         if r < 75 {
                             outbox.push(b);
@@ -91,7 +91,7 @@ fn round(seed: u64) -> usize {
                         }
                     }
                     if outbox.len() >= 64 || op == OPS - 1 {
-                        let to = (t + 1 + rng.below(THREADS as u64 - 1) as usize) % THREADS;
+                        let to = (t + 1 + rng.u64(..THREADS as u64 - 1) as usize) % THREADS;
                         crossed.fetch_add(outbox.len(), std::sync::atomic::Ordering::Relaxed);
                         txs[to].send(std::mem::take(&mut outbox)).unwrap();
                     }

@@ -104,9 +104,9 @@ fn pairs() -> u64 {
 /// A heap with many partly used pools (as a long-running thread has): every other block of a
 /// mixed-size run is freed.
 fn fragment() -> Vec<Box<[u8]>> {
-    let mut rng = Rng(5);
+    let mut rng = Rng::with_seed(5);
     let mut v: Vec<Box<[u8]>> = (0..40_000)
-        .map(|_| vec![1u8; 1 + rng.below(512) as usize].into_boxed_slice())
+        .map(|_| vec![1u8; 1 + rng.u64(..512) as usize].into_boxed_slice())
         .collect();
     let mut i = 0;
     v.retain(|_| {

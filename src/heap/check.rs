@@ -20,7 +20,7 @@
 
 use super::{current, heap_list, sentinel, Heap, EMPTY_CACHES};
 use crate::lock::Locked;
-use crate::pool::{ensure, Pool, NO_CLASS};
+use crate::pool::{ensure, Pool, NO_CLASS, SOLE};
 use crate::size_class::{is_medium_class, CLASSES};
 use crate::sync::Ordering;
 
@@ -97,7 +97,17 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
                     p,
                 )?;
                 ensure((*pool).prev == prev, "class list links not symmetric", p)?;
-                ensure(!(*pool).full.load(Ordering::Relaxed), "pool marked full in a class list", p)?;
+                ensure(
+                    !(*pool).full.load(Ordering::Relaxed),
+                    "pool marked full in a class list",
+                    p,
+                )?;
+                let sole = prev.is_null() && (*pool).next.is_null();
+                ensure(
+                    (*pool).slow_at == if sole { SOLE } else { 0 },
+                    "linked pool's slow-path trigger",
+                    p,
+                )?;
                 ensure(
                     Pool::is_medium(pool) == is_medium_class(class),
                     "pool of one kind in a class list of the other",
@@ -154,7 +164,19 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
                 owned_cached += 1;
             } else if (*pool).full.load(Ordering::Relaxed) {
                 if full_result.is_ok() {
-                    full_result = Pool::check(pool, usize::from(class));
+                    let p = pool.cast::<u8>();
+                    let relink = Pool::relink_at(usize::from(class));
+                    full_result = Pool::check(pool, usize::from(class))
+                        .and_then(|()| {
+                            ensure((*pool).slow_at == relink, "full pool's relink point", p)
+                        })
+                        .and_then(|()| {
+                            ensure(
+                                (*pool).used.load(Ordering::Relaxed) as i32 > i32::from(relink),
+                                "full pool past its relink point",
+                                p,
+                            )
+                        });
                 }
             } else {
                 owned_listed += 1;

@@ -33,11 +33,12 @@
 //!      free locally (a double free aside: see below), and none on its free list (empty, as a
 //!      full pool's is, and bump space gone);
 //!    * `full` is set by the owner, with `Release`, after it unlinked the pool from its class
-//!      list (`alloc_slow`), and cleared by the owner only when the pool gains a free block. A
+//!      list (`alloc_slow`, the last write to the pool there), and cleared by the owner only when
+//!      the pool relinks, which needs blocks on its free list (a `RELINK_SHARE`th of them). A
 //!      pool whose blocks are all on the remote list got there through allocations made after the
-//!      owner's last clear, each handed to a freer whose `Release` push the swap acquired; so a
-//!      clear is always seen, and a set seen means the owner's last touch of the pool (the
-//!      unlink) happened before. Not in a class list, not in the queue (popped, and no remote free
+//!      owner's last clear (the blocks on the free list at the relink were handed out again),
+//!      each handed to a freer whose `Release` push the swap acquired; so a clear is always seen,
+//!      and a set seen means the owner's last touch of the pool (the unlink) happened before. Not in a class list, not in the queue (popped, and no remote free
 //!      can queue it again: all its blocks are ours), the owner cannot reach the pool any more;
 //!    * the owner's own drain reads `full` before it unqueues a pool, and does not touch a pool
 //!      that was full and gave it no block ([`drain_queue`]): otherwise a drain that popped the
@@ -52,8 +53,11 @@
 //!    front of anything pushed since ([`Pool::push_remote_list`]), setting `QUEUED`, and if that
 //!    turned it on the pool goes back onto the owner's queue, as a remote free does.
 //!
-//! Not reclaimed: pools holding a live block, and the last pool of each class (kept at the head
-//! of its list until the owner's next allocation of the class). A program that frees one block
+//! Not reclaimed: pools holding a live block; the last pool of each class (kept at the head of
+//! its list until the owner's next allocation of the class); and a full pool some of whose
+//! blocks came back to the owner itself before it went idle (freed by the owner, or drained
+//! from the remote list: they wait on its free list until a `RELINK_SHARE`th has come back),
+//! as only blocks on the remote list can be counted from outside. A program that frees one block
 //! twice, the second time by the owner after every block of the pool was freed remotely, may
 //! race with a reclaim instead of being told (the owner reads the pool to check the key).
 //!
@@ -172,6 +176,7 @@ unsafe fn reclaim_pool(pool: *mut Pool, locked: &mut Locked) -> bool {
             // Every block is ours and the owner cannot reach the pool: it is ours.
             Pool::splice(pool, taken);
             (*pool).full.store(false, Ordering::Relaxed);
+            (*pool).slow_at = 0;
             locked.give_pool(pool);
             POOLS_RECLAIMED.store(POOLS_RECLAIMED.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             return true;

@@ -1,24 +1,9 @@
 //! Helpers shared by the integration tests (included with `mod common;`).
 #![allow(dead_code)]
 
-/// A small deterministic PRNG (xorshift64*), so tests need no extra crates and replay exactly.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next pseudo-random number.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// A pseudo-random number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The tests' deterministic PRNG (seeded, so a failing run replays exactly).
+#[allow(unused_imports)] // not every test binary draws random numbers
+pub use fastrand::Rng;
 
 /// The byte pattern a block of `size` bytes at `addr` carries.
 pub fn pattern(addr: usize, size: usize, i: usize) -> u8 {

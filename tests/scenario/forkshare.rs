@@ -13,6 +13,7 @@
 //! child's copy private to it): it only reads pipes into arrays on its stack.
 #![allow(dead_code)]
 
+use fastrand::Rng;
 use std::mem::ManuallyDrop;
 
 /// The most children a run may fork.
@@ -115,56 +116,39 @@ impl Obj {
     }
 }
 
-/// xorshift64*: deterministic, so every allocator builds the same heap.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-}
-
 /// A string of `len` bytes (capacity exactly `len`).
 fn text(rng: &mut Rng, len: usize) -> String {
     let mut s = String::with_capacity(len);
     for _ in 0..len {
-        s.push(char::from(b'a' + rng.below(26) as u8));
+        s.push(char::from(b'a' + rng.usize(..26) as u8));
     }
     s
 }
 
 /// One object of the mix, and the bytes it requested.
 fn object(rng: &mut Rng) -> (Obj, usize) {
-    match rng.below(10) {
+    match rng.usize(..10) {
         0..=3 => {
-            let len = 8 + rng.below(193);
+            let len = 8 + rng.usize(..193);
             (Obj::Str(text(rng, len)), len)
         }
         4 | 5 => {
-            let x = rng.next();
+            let x = rng.u64(..);
             (Obj::Small(Box::new([x, x >> 3, x >> 7])), 24)
         }
         6 => {
-            let x = rng.next();
+            let x = rng.u64(..);
             (Obj::Medium(Box::new([x; 12])), 96)
         }
         7 | 8 => {
-            let n = 2 + rng.below(119);
-            let v: Vec<u32> = (0..n).map(|_| rng.next() as u32).collect();
+            let n = 2 + rng.usize(..119);
+            let v: Vec<u32> = (0..n).map(|_| rng.u64(..) as u32).collect();
             (Obj::Words(v), 4 * n)
         }
         _ => {
-            let len = 8 + rng.below(57);
+            let len = 8 + rng.usize(..57);
             let s = text(rng, len);
-            (Obj::Pair(Box::new((rng.next(), s))), 32 + len)
+            (Obj::Pair(Box::new((rng.u64(..), s))), 32 + len)
         }
     }
 }
@@ -212,7 +196,7 @@ fn field_kib(text: &[u8], name: &[u8]) -> u64 {
 /// dies.
 pub fn run(p: Params) -> Vec<Report> {
     assert!(p.children >= 1 && p.children <= MAX_CHILDREN);
-    let mut rng = Rng(0x5EED_F0F0_1234_5678);
+    let mut rng = Rng::with_seed(0x5EED_F0F0_1234_5678);
     // The container is one large block (the system allocator's): room for every object first,
     // so it is never reallocated.
     let slots = p.heap_bytes / 40 + 1024;
@@ -315,17 +299,17 @@ fn child(heap: &mut [ManuallyDrop<Obj>], want: u64, p: Params) -> Report {
         unsafe { ManuallyDrop::drop(o) };
     }
     r.dirty[2] = private_dirty();
-    let mut rng = Rng(0xC41D_0000 ^ r.pid);
+    let mut rng = Rng::with_seed(0xC41D_0000 ^ r.pid);
     let mut mine: Vec<String> = Vec::with_capacity(p.child_bytes / 60 + 16);
     let mut bytes = 0usize;
     while bytes < p.child_bytes && mine.len() < mine.capacity() {
-        let len = 8 + rng.below(193);
+        let len = 8 + rng.usize(..193);
         bytes += len;
         mine.push(text(&mut rng, len));
     }
     for round in 0..p.churn_rounds {
         for i in (round % 10..mine.len()).step_by(10) {
-            let len = 8 + rng.below(193);
+            let len = 8 + rng.usize(..193);
             bytes = bytes - mine[i].len() + len;
             mine[i] = text(&mut rng, len);
         }

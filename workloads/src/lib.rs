@@ -7,6 +7,7 @@
 //! the quick run of the comparison's `--quick` (about a twentieth of scale 1; `pairs` excepted,
 //! which runs exactly `scale` million pairs). Workloads: `trees`, `strings`, `mixed`, `vecs`, `prodcons`, `pairs`.
 
+use fastrand::Rng;
 use std::collections::{BTreeMap, HashMap};
 
 /// The amount of work at `scale`: `full` at 1, `full * scale` above, a twentieth of `full` at 0.
@@ -15,23 +16,6 @@ fn amount(scale: u32, full: u64) -> u64 {
         full / 20
     } else {
         full * u64::from(scale)
-    }
-}
-
-/// A small deterministic PRNG (xorshift64*), identical for every allocator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -74,14 +58,14 @@ pub fn trees(scale: u32) -> u64 {
 pub fn strings(scale: u32) -> u64 {
     let n = amount(scale, 400_000);
     let mut m: HashMap<String, String> = HashMap::new();
-    let mut rng = Rng(7);
+    let mut rng = Rng::with_seed(7);
     for i in 0..n {
-        let v = format!("value-{}-{}", i, rng.below(1000));
+        let v = format!("value-{}-{}", i, rng.u64(..1000));
         m.insert(format!("key-{i}"), v);
     }
     let mut sum = 0u64;
     for i in 0..n {
-        if let Some(v) = m.get(&format!("key-{}", rng.below(n))) {
+        if let Some(v) = m.get(&format!("key-{}", rng.u64(..n))) {
             sum += v.len() as u64;
         }
         if i % 3 == 0 {
@@ -96,19 +80,19 @@ pub fn strings(scale: u32) -> u64 {
 /// that keeps changing.
 pub fn mixed(scale: u32) -> u64 {
     let ops = amount(scale, 5_000_000);
-    let mut rng = Rng(11);
+    let mut rng = Rng::with_seed(11);
     let mut live: Vec<Vec<u8>> = Vec::with_capacity(20_000);
     let mut sum = 0u64;
     for _ in 0..ops {
-        if live.len() < 20_000 && (live.is_empty() || rng.below(100) < 55) {
-            let size = if rng.below(50) == 0 {
-                513 + rng.below(3000) as usize
+        if live.len() < 20_000 && (live.is_empty() || rng.u64(..100) < 55) {
+            let size = if rng.u64(..50) == 0 {
+                513 + rng.u64(..3000) as usize
             } else {
-                8 + rng.below(505) as usize
+                8 + rng.u64(..505) as usize
             };
             live.push(vec![size as u8; size]);
         } else {
-            let i = rng.below(live.len() as u64) as usize;
+            let i = rng.u64(..live.len() as u64) as usize;
             let v = live.swap_remove(i);
             sum += v[0] as u64 + v.len() as u64;
         }
