@@ -238,7 +238,7 @@ fn registries_publication_and_lookup_race() {
 ///    or with the pool to its arena), and a reclaimed pool is in no list of the owner's.
 #[test]
 fn reclaim_of_an_idle_owners_pool() {
-    model(2, || {
+    model(4, || {
         spawn(|| reclaim_owner(true, false, false)).join().unwrap()
     });
 }
@@ -247,7 +247,7 @@ fn reclaim_of_an_idle_owners_pool() {
 ///     and no allocation has unlinked it since): not full, so it must not be reclaimed.
 #[test]
 fn reclaim_skips_the_lazily_unlinked_head() {
-    model(2, || {
+    model(4, || {
         spawn(|| reclaim_owner(false, false, false)).join().unwrap()
     });
 }
@@ -256,7 +256,7 @@ fn reclaim_skips_the_lazily_unlinked_head() {
 ///     queue (its slow path), both after the same pool.
 #[test]
 fn reclaim_races_with_the_owners_drain() {
-    model(3, || {
+    model(4, || {
         spawn(|| reclaim_owner(true, true, true)).join().unwrap()
     });
 }
@@ -264,7 +264,7 @@ fn reclaim_races_with_the_owners_drain() {
 /// 6c. As 6, with the owner draining its queue while the frees and the reclaim happen.
 #[test]
 fn reclaim_races_with_remote_frees_and_the_owners_drain() {
-    model(2, || {
+    model(4, || {
         spawn(|| reclaim_owner(true, true, false)).join().unwrap()
     });
 }
