@@ -264,14 +264,21 @@ impl Locked {
 
     fn new_arena(&mut self, kind: Kind) -> *mut Arena {
         let size = kind.arena_size();
-        let base = os::map_aligned(size, size);
+        // Carved from the address-space reservation when there is one (the preload's), else
+        // mapped on its own.
+        let base = match crate::reserve::take(self, kind) {
+            Some(base) => base,
+            None => os::map_aligned(size, size),
+        };
         if base.is_null() {
             return null_mut();
         }
         // Published before any pool of it is handed out, so `raw::owns` finds every block.
         if !crate::arena_map::insert(self, kind, base) {
-            // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
-            unsafe { os::unmap(base, size) };
+            if !crate::reserve::give_back(self, kind, base) {
+                // SAFETY: the fresh mapping is ours alone and nothing points into it yet.
+                unsafe { os::unmap(base, size) };
+            }
             return null_mut();
         }
         // Annotate mode: the whole arena is allocator memory memcheck must not let the program
@@ -434,7 +441,9 @@ impl Locked {
             st.mapped -= 1;
             // Withdrawn before the range goes back to the OS (and could become libc memory).
             crate::arena_map::remove(self, kind, a.cast());
-            os::unmap(a.cast(), size);
+            if !crate::reserve::give_back(self, kind, a.cast()) {
+                os::unmap(a.cast(), size);
+            }
         }
     }
 

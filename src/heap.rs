@@ -228,6 +228,25 @@ pub(crate) fn try_alloc_sized<const ZERO: bool>(class: usize, size: usize) -> *m
     unsafe { alloc_in::<ZERO, true>(heap, class, block_size(class), size) }
 }
 
+/// [`try_alloc_sized`] with the thread's heap read as `CURRENT.load_ptr_at(index)` (`index <
+/// 4`): null, having done nothing, when `index` is not 0 (the caller's fast-path gate is
+/// closed), as when there is no heap. For the preload's `malloc`, whose gate and heap test are
+/// then one.
+#[inline(always)]
+#[cfg_attr(not(feature = "initial-exec-tls"), allow(dead_code))]
+pub(crate) fn try_alloc_sized_at<const ZERO: bool>(
+    index: usize,
+    class: usize,
+    size: usize,
+) -> *mut u8 {
+    let heap = CURRENT.load_ptr_at(index);
+    if heap.is_null() {
+        return null_mut();
+    }
+    // SAFETY: `heap` is this thread's heap (type invariant: only we touch it).
+    unsafe { alloc_in::<ZERO, true>(heap, class, block_size(class), size) }
+}
+
 /// Serves `class` (`< CLASSES`, blocks of `bs` bytes) from the head pool; when it has no block
 /// ready, the slow path (or null, if `FAST_ONLY`).
 ///

@@ -42,7 +42,8 @@
 //!    leaves the parent's pages shared; the fork generation and its counters).
 //! 3. `pool` (16 KiB small and 256 KiB medium pools: header, free list, lock-free remote-free
 //!    list), `arena_map` (which addresses are arena memory: a lock-free bitmap over arena
-//!    addresses per kind of arena), `purge` (the purge delay: when free pools and empty arenas
+//!    addresses per kind of arena), `reserve` (the address-space reservation small and medium
+//!    arenas are carved from, for the preload's one-compare ownership test), `purge` (the purge delay: when free pools and empty arenas
 //!    go back to the OS; its clock and schedule).
 //! 4. `arena` (1 MiB small and 4 MiB medium arenas, the fullest-first pool supply, returning
 //!    empty arenas to the OS).
@@ -106,6 +107,7 @@ on_supported_targets! {
     mod lock;
     mod size_class;
     mod os;
+    mod gate;
     // Layer 2: the environment and the mode.
     mod env;
     mod mode;
@@ -113,6 +115,7 @@ on_supported_targets! {
     // Layer 3: pools and the arena map.
     mod pool;
     mod arena_map;
+    mod reserve;
     mod purge;
     // Layer 4: arenas.
     mod arena;

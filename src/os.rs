@@ -205,11 +205,10 @@ pub(crate) fn page_size() -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
-/// The process's resident bytes now (`/proc/self/statm`, read with `open`/`read` into a stack
-/// buffer) and at peak (`getrusage`'s `ru_maxrss`); 0 for what cannot be read. Allocates nothing.
+/// Field `field` (0: total size, 1: resident, ...) of `/proc/self/statm`, in bytes, read with
+/// `open`/`read` into a stack buffer; 0 when it cannot be read. Allocates nothing.
 #[cfg(not(any(miri, loom)))]
-pub(crate) fn resident() -> (usize, usize) {
-    let mut now = 0;
+fn statm(field: usize) -> usize {
     let mut buf = [0u8; 256];
     // SAFETY: the path is a NUL-terminated literal; `buf` is valid for `buf.len()` bytes of
     // writes; the descriptor is ours and closed once. None of these calls allocates.
@@ -226,16 +225,28 @@ pub(crate) fn resident() -> (usize, usize) {
             n
         }
     };
-    if let Some(text) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) {
-        // "size resident shared text lib data dt", in pages.
-        if let Some(pages) = text
-            .split(|&b| b == b' ')
-            .nth(1)
-            .and_then(parse_decimal)
-        {
-            now = pages.saturating_mul(page_size());
-        }
-    }
+    // "size resident shared text lib data dt", in pages.
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| buf.get(..n))
+        .and_then(|text| text.split(|&b| b == b' ').nth(field))
+        .and_then(parse_decimal)
+        .map_or(0, |pages| pages.saturating_mul(page_size()))
+}
+
+/// The process's virtual size in bytes (every mapping, as `RLIMIT_AS` counts them; the first
+/// field of `/proc/self/statm`); 0 when it cannot be read. Allocates nothing.
+#[cfg(not(any(miri, loom)))]
+#[cfg_attr(not(target_pointer_width = "64"), allow(dead_code))]
+pub(crate) fn address_space() -> usize {
+    statm(0)
+}
+
+/// The process's resident bytes now (`/proc/self/statm`, read with `open`/`read` into a stack
+/// buffer) and at peak (`getrusage`'s `ru_maxrss`); 0 for what cannot be read. Allocates nothing.
+#[cfg(not(any(miri, loom)))]
+pub(crate) fn resident() -> (usize, usize) {
+    let now = statm(1);
     // SAFETY: an all-zero `rusage` is a valid value of the plain C struct; getrusage only writes
     // it.
     let peak = unsafe {

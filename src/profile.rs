@@ -112,14 +112,36 @@ pub fn start(rate: usize) -> io::Result<()> {
     static NEXT: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(1);
     sampler::RATE.store(rate, Ordering::Relaxed);
     sampler::SESSION.store(NEXT.fetch_add(1, Ordering::Relaxed), Ordering::Release);
+    sync_gate();
     sampler::restart_current_thread();
     Ok(())
+}
+
+/// Makes the fast-path word's [`crate::gate::PROFILING`] bit say whether a session runs (a C
+/// `malloc` counts its bytes towards the sampling countdown only while it is set). Re-checks the
+/// session after writing, so that of two racing [`start`]/[`stop`] calls the last to write the
+/// bit writes the right one.
+fn sync_gate() {
+    use crate::sync::Ordering;
+    let fast = crate::gate::fast();
+    loop {
+        let session = sampler::SESSION.load(Ordering::SeqCst);
+        if session != 0 {
+            fast.close(crate::gate::PROFILING);
+        } else {
+            fast.open(crate::gate::PROFILING);
+        }
+        if sampler::SESSION.load(Ordering::SeqCst) == session {
+            break;
+        }
+    }
 }
 
 /// Stops sampling. Live samples are kept (and dropped as their blocks are freed), so a profile
 /// can still be written.
 pub fn stop() {
     sampler::SESSION.store(0, crate::sync::Ordering::Release);
+    sync_gate();
     sampler::restart_current_thread();
 }
 

@@ -96,9 +96,11 @@ macro_rules! tls_ptr {
             concat!(".globl __smallarena_tls_", stringify!($name), "_v1"),
             concat!(".hidden __smallarena_tls_", stringify!($name), "_v1"),
             concat!(".type __smallarena_tls_", stringify!($name), "_v1,@object"),
-            concat!(".size __smallarena_tls_", stringify!($name), "_v1,8"),
+            concat!(".size __smallarena_tls_", stringify!($name), "_v1,32"),
             concat!("__smallarena_tls_", stringify!($name), "_v1:"),
-            ".zero 8",
+            // The word, then the three words `load_ptr_at` reads for indexes 1 to 3: never
+            // written, so they read null.
+            ".zero 32",
             ".popsection",
         );
 
@@ -123,6 +125,29 @@ macro_rules! tls_ptr {
                         ),
                         "mov {v}, qword ptr fs:[{v}]",
                         v = out(reg) v,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
+                v
+            }
+
+            #[inline(always)]
+            fn load_ptr_at(&'static self, index: usize) -> *mut $t {
+                debug_assert!(index < 4);
+                let v: *mut $t;
+                // SAFETY: as for `load_ptr`, at `index` words past this thread's word: the
+                // `.tbss` object is four words long (`index < 4`, per the caller), and the three
+                // words after the cell are never written (null).
+                unsafe {
+                    core::arch::asm!(
+                        concat!(
+                            "mov {v}, qword ptr [rip + __smallarena_tls_",
+                            stringify!($name),
+                            "_v1@GOTTPOFF]"
+                        ),
+                        "mov {v}, qword ptr fs:[{v} + {i} * 8]",
+                        v = out(reg) v,
+                        i = in(reg) index,
                         options(pure, readonly, nostack, preserves_flags),
                     );
                 }
@@ -170,6 +195,19 @@ pub(crate) use tls_ptr;
 pub(crate) trait LoadPtr<T> {
     /// This thread's pointer.
     fn load_ptr(&'static self) -> *mut T;
+
+    /// This thread's pointer for `index` 0, null for 1 to 3 (`index < 4`): a caller that has
+    /// a small number saying "not now" folds its test into the load (the initial-exec variant
+    /// reads one of three null words after the pointer, with no branch).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "initial-exec-tls"), allow(dead_code))]
+    fn load_ptr_at(&'static self, index: usize) -> *mut T {
+        if index == 0 {
+            self.load_ptr()
+        } else {
+            core::ptr::null_mut()
+        }
+    }
 }
 
 #[cfg(not(loom))]

@@ -26,13 +26,24 @@
 //! `malloc_usable_size`).
 //!
 //! ## Ownership without a size
-//! `free(p)` asks [`smallarena::raw::owns_small`], a lock-free bitmap over 1 MiB arena slots (one
-//! load and a bit test; null is never ours), which blocks are small ones of ours; the pool header
-//! (at `p` rounded down to 16 KiB) holds the block size. A pointer it does not know is asked
-//! about once more, in the medium arenas' map ([`smallarena::raw::owns_medium`], 4 MiB slots;
-//! the pool header at `p` rounded down to 256 KiB). Foreign pointers (large blocks; blocks made
-//! before a mode was decided never exist: the mode is decided on the first call) go to
-//! `__libc_free`.
+//! On its first slow path the library asks smallarena to carve its arenas from one
+//! address-space reservation ([`smallarena::raw::reserve_address_space`]: 16 GiB of address
+//! space mapped `PROT_READ` and `MAP_NORESERVE`, no memory and no commit charge; small arenas in
+//! its first 8 GiB, medium ones in the next 8 GiB; the field's technique, as mimalloc's and
+//! snmalloc's reserved regions). `free(p)` then makes one test,
+//! [`smallarena::raw::Fast::free_small_open`]: `p` minus one word of the fast-path word below
+//! 8 GiB. That word is the reservation's start with two flags in bits no user address has (no
+//! reservation; a profiler sample is live), so the one test is both the ownership test and the
+//! profiler's hook: true exactly for a small block of ours while no sample is live, and the pool
+//! header (at `p` rounded down to 16 KiB) holds the block size. Every other pointer goes out of
+//! line (`free_other`): the profiler's hook if samples are live; the reservation's medium part
+//! (the pool header at `p` rounded down to 256 KiB); arenas mapped outside the reservation (when
+//! it could not be made, for example under a low `RLIMIT_AS`, or a part is full), found in the
+//! arena maps ([`smallarena::raw::owns_small`], [`smallarena::raw::owns_medium`]); and foreign
+//! pointers (large blocks, the profiler's own blocks, null) to `__libc_free`. Measured under
+//! callgrind (64-byte `malloc`+`free` pairs, `preload/tests/programs/pairs.c`): 76 instructions
+//! per pair with the loop, against 91 with the two arena-map lookups and the profiler's own
+//! loads; the README's Performance section has the breakdown.
 //!
 //! ## Under Valgrind
 //! The mode is decided on the first allocation exactly as for the Rust path (`SMALLARENA_MODE`,
@@ -68,13 +79,19 @@
 //! ## Heap profiling
 //! smallarena is built with its `profile` feature, so `SMALLARENA_LEAKS=1` (the top allocation
 //! sites still live at exit, on stderr) and `SMALLARENA_PROFILE=<path>` (a pprof or folded-stacks
-//! profile written at exit) work for any program; see `smallarena::profile`. `malloc`, `calloc`,
-//! `realloc`, `posix_memalign`/`aligned_alloc`/`memalign` count their bytes towards the sampling
-//! countdown (a subtraction and a branch); `free` loads one global word (and, while samples are
-//! live, tail-calls `free_sampled`, which drops a freed block's sample). The profiler's own
-//! allocations (unwinding, symbolizing, encoding) re-enter `malloc` under its guard and go to
-//! `__libc_malloc`; `free` sends them back to glibc as it does every pointer the arena map does not
-//! own. `valloc` and `pvalloc` are not sampled.
+//! profile written at exit) work for any program; see `smallarena::profile`. While no profile is
+//! being taken the hooks cost nothing of their own: `malloc` reads one word, the fast-path
+//! gate ([`smallarena::raw::try_alloc_gated`]), that also says the mode is Arena, and uses it as
+//! the index of the word it reads as the thread's heap (the heap pointer when the gate is open,
+//! a null word after it when closed), so gate, mode check and heap test are one branch; `free`'s
+//! hook is folded into its ownership test (see above). While a profile is being taken the gate is closed, and `malloc` counts its bytes
+//! towards the sampling countdown (a subtraction and a branch) out of line; `calloc`, `realloc`,
+//! `posix_memalign`/`aligned_alloc`/`memalign` always do. While samples are live every `free`
+//! goes out of line to drop a freed block's sample. The profiler's own allocations (unwinding, symbolizing,
+//! encoding) re-enter `malloc` under its guard and go to `__libc_malloc` while a profile is being
+//! taken (after it stopped, as at exit, they come from the arena like any other); `free` sends
+//! each block back to whoever made it, as it does every pointer. `valloc` and `pvalloc` are not
+//! sampled.
 //!
 //! ## Semantics kept from glibc
 //! `malloc(0)` returns a unique pointer; `calloc`/`reallocarray` overflow gives null with
@@ -115,6 +132,26 @@ fn set_errno(e: c_int) {
 /// Any size may be asked for; the block must be freed with this library's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The fast-path gate (the mode is Arena and no profile is being taken) is one load that
+    // picks the word read as the thread's heap: a closed gate reads as no heap. No call and no
+    // stack: everything else (the gate closed, a pool run dry, a thread's first request, size 0,
+    // bigger requests) goes to `malloc_gated` as a tail call.
+    let p = raw::try_alloc_gated(size);
+    if !p.is_null() {
+        return p.cast();
+    }
+    // SAFETY: forwarding.
+    unsafe { malloc_gated(size) }
+}
+
+/// [`malloc`] beyond its fast path: the fast-path word's gate is closed (the mode is not, or not
+/// yet known to be, Arena, or a profile is being taken), or the pool had no block ready. Counts
+/// the request towards the profiler's countdown, then serves it as [`malloc_plain`] does.
+///
+/// # Safety
+/// As for [`malloc`].
+#[inline(never)]
+unsafe extern "C" fn malloc_gated(size: usize) -> *mut c_void {
     // The profiler's countdown (one subtraction and a branch): see `malloc_crossed`.
     if hooks::crossed(size) {
         // SAFETY: forwarding.
@@ -124,15 +161,12 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     unsafe { malloc_plain(size) }
 }
 
-/// [`malloc`] without the profiler's hook.
+/// [`malloc`] without the profiler's hook, the mode read.
 ///
 /// # Safety
 /// As for [`malloc`].
 #[inline(always)]
 unsafe fn malloc_plain(size: usize) -> *mut c_void {
-    // The fast path makes no call, so nothing is kept across one: everything else (a pool run
-    // dry, a thread's first request, size 0, large requests, modes other than Arena) goes to
-    // `malloc_slow` as a tail call.
     let p = raw::try_alloc(size);
     if !p.is_null() {
         return p.cast();
@@ -187,6 +221,9 @@ fn count_crossed(p: *mut c_void, size: usize) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
+    // Before the first arena: small and medium arenas come from one reservation, which makes
+    // `free`'s ownership test one compare. A store, on the slow path only.
+    raw::reserve_address_space();
     let p = raw::alloc(size);
     if !p.is_null() {
         return p.cast();
@@ -197,63 +234,54 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 
 /// Frees a block from any function of this library (or from glibc before it was loaded).
 ///
-/// One load for the profiler (whether any sample is live), one ownership test for a small block
-/// ([`raw::owns_small`], which also answers "not ours" for null: glibc's `free(NULL)` does
-/// nothing), then straight to the arena's free path, inlined; a second test
-/// ([`raw::owns_medium`]) only for a pointer that is not a small block.
+/// One load, a subtraction and a compare ([`raw::Fast::free_small_open`]: a small block of an
+/// arena carved from the reservation, and no profiler sample live), then straight to the arena's
+/// free path, inlined (the pool header, at `p` rounded down to 16 KiB, holds the block size).
+/// Every other pointer goes to `free_other` as a tail call.
 ///
 /// # Safety
 /// `p` is null or a live block of this process's malloc family.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    // One load and a branch while no sample is live; else `free_sampled`, as a tail call.
-    if hooks::samples_live() {
-        // SAFETY: forwarding.
-        return unsafe { free_sampled(p) };
+    if raw::fast().free_small_open(p.cast()) {
+        // SAFETY: a live block (per the caller) in a small arena of ours (it lies in the
+        // reservation's small part, where only small arenas are carved, and a live block's
+        // arena stays carved).
+        return unsafe { raw::free_small(p.cast()) };
     }
     // SAFETY: forwarding.
-    unsafe { free_plain(p) }
+    unsafe { free_other(p) }
 }
 
-/// [`free`] while samples are live: drops `p`'s sample if it is one (small, medium or glibc's),
-/// then frees it.
+/// [`free`] of any pointer but a small block of the reservation while no sample is live: drops
+/// `p`'s sample if it is one (small, medium or glibc's), then frees it where it belongs: a
+/// block of the reservation by its part, a block of an arena mapped outside it (the reservation
+/// could not be made, or was full) as the arena maps say, anything else (glibc's, or null) with
+/// `__libc_free`.
 ///
 /// # Safety
 /// As for [`free`].
 #[inline(never)]
-unsafe extern "C" fn free_sampled(p: *mut c_void) {
-    hooks::on_free(p.cast());
-    // SAFETY: forwarding.
-    unsafe { free_plain(p) }
-}
-
-/// [`free`] without the profiler's hook.
-///
-/// # Safety
-/// As for [`free`].
-#[inline(always)]
-unsafe fn free_plain(p: *mut c_void) {
-    if raw::owns_small(p.cast()) {
-        // SAFETY: a live block in our small arenas (per the caller, and owned per the registry).
-        unsafe { raw::free_small(p.cast()) };
-    } else {
-        // SAFETY: forwarding.
-        unsafe { free_other(p) };
+unsafe extern "C" fn free_other(p: *mut c_void) {
+    let fast = raw::fast();
+    if fast.samples_live() {
+        hooks::on_free(p.cast());
     }
-}
-
-/// [`free`] of a pointer that is not a small block: a medium block, glibc's, or null.
-///
-/// # Safety
-/// As for [`free`].
-#[inline(never)]
-unsafe fn free_other(p: *mut c_void) {
-    if raw::owns_medium(p.cast()) {
-        // SAFETY: a live block in our medium arenas (per the caller and the registry).
-        unsafe { raw::free_medium(p.cast()) };
-    } else {
+    match fast.reserved_kind(p.cast()) {
+        // SAFETY: a live block (per the caller) in the reservation's small part.
+        Some(true) => unsafe { raw::free_small(p.cast()) },
+        // SAFETY: a live block (per the caller) in the reservation's medium part.
+        Some(false) => unsafe { raw::free_medium(p.cast()) },
+        None if raw::owns_small(p.cast()) => {
+            // SAFETY: a live block in our small arenas (per the caller and the registry).
+            unsafe { raw::free_small(p.cast()) }
+        }
+        None if raw::owns_medium(p.cast()) => {
+            // SAFETY: a live block in our medium arenas (per the caller and the registry).
+            unsafe { raw::free_medium(p.cast()) }
+        }
         // SAFETY: a live block that is not ours (or null) can only be glibc's.
-        unsafe { __libc_free(p) };
+        None => unsafe { __libc_free(p) },
     }
 }
 
@@ -280,6 +308,9 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// As for [`malloc`].
 unsafe fn calloc_plain(n: usize, size: usize, total: usize) -> *mut c_void {
+    // The loader's first request may be a `calloc`: its arena comes from the reservation too (a
+    // load and a branch once it is asked for).
+    raw::reserve_address_space();
     let p = raw::alloc_zeroed(total);
     if !p.is_null() {
         return p.cast();

@@ -182,6 +182,80 @@ fn threaded_c_program_mixing_sizes_and_freeing_across_threads() {
     assert!(err.contains("usable_size(malloc(1)) = 24"), "{err}");
 }
 
+/// Runs `args` preloaded with the soft `RLIMIT_AS` set to `limit` bytes before `exec` (`None`:
+/// unlimited).
+fn run_with_address_limit(args: &[&str], limit: Option<u64>) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(args[0]);
+    c.args(&args[1..])
+        .env_remove("SMALLARENA_MODE")
+        .env("LD_PRELOAD", library())
+        .stdin(Stdio::null());
+    if let Some(limit) = limit {
+        // SAFETY: `setrlimit` is async-signal-safe and touches only the child's own limits.
+        unsafe {
+            c.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c.output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// `VmSize` in KiB from a `/proc/<pid>/status` text.
+fn vm_size_kib(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmSize in {status}"))
+}
+
+/// The preload carves its arenas from a 16 GiB address-space reservation (it shows in the virtual
+/// size of any program that allocates). With the address space limited below that from the start
+/// (`RLIMIT_AS` set before `exec`), the reservation cannot be made: arenas are mapped one by one
+/// and `free` finds them in the arena maps. The threaded program still gets arena blocks and the
+/// same results.
+#[test]
+fn arenas_outside_the_reservation_when_it_cannot_be_made() {
+    let status = |limit| {
+        let o = run_with_address_limit(&["cat", "/proc/self/status"], limit);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        vm_size_kib(&String::from_utf8_lossy(&o.stdout))
+    };
+    let reserved = status(None);
+    assert!(
+        reserved >= 16 << 20,
+        "VmSize {reserved} KiB: no reservation"
+    );
+    let limited = status(Some(8 << 30));
+    assert!(
+        limited < 8 << 20,
+        "VmSize {limited} KiB under an 8 GiB limit"
+    );
+
+    let s = Scratch::new("threads_no_reservation");
+    let Some(exe) = compile("threads", &s) else {
+        return;
+    };
+    let exe = exe.to_str().unwrap();
+    let native = run(&[exe, "100000"], &[], false, None);
+    assert!(native.status.success());
+    let pre = run_with_address_limit(&[exe, "100000"], Some(8 << 30));
+    let err = String::from_utf8_lossy(&pre.stderr);
+    assert!(pre.status.success(), "{}\n{err}", pre.status);
+    assert_eq!(pre.stdout, native.stdout);
+    // Served by the arena (a 1-byte block has the 16-byte class size; glibc's would be 24).
+    assert!(err.contains("usable_size(malloc(1)) = 16"), "{err}");
+}
+
 /// Runs `exe` preloaded, with `env`, in a process group of its own, and kills the group if it has
 /// not finished in 30 s (a deadlocked fork child would otherwise spin on for ever). Panics on a
 /// timeout; else the output.

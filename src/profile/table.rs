@@ -264,6 +264,7 @@ impl Table {
         }
         if self.live == 1 {
             ARMED.fetch_or(LIVE, Ordering::Release);
+            crate::gate::fast().set_samples_live(true);
         }
         true
     }
@@ -298,6 +299,7 @@ impl Table {
         }
         if self.live == 0 {
             ARMED.fetch_and(!LIVE, Ordering::Release);
+            crate::gate::fast().set_samples_live(false);
         }
         rec
     }
