@@ -72,6 +72,9 @@ impl SmallArena {
 ///   head of a class list;
 /// * the empty pools of abandoned heaps (of threads that have exited), after taking back the
 ///   blocks other threads freed into them;
+/// * the pools of other live threads whose every block other threads have freed (a thread that
+///   handed its blocks away and went idle), as the purge delay's idle-owner reclaim does for
+///   threads idle for a delay or two, but the last pool of each class list;
 /// * every wholly empty arena (1 MiB), unmapped, including the one normally kept mapped so that
 ///   a program freeing everything and starting again does not map and unmap on every turn;
 /// * the pages of every free pool (16 KiB, header included: an arena lists its free pools in its

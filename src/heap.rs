@@ -15,10 +15,11 @@
 //! `fork()`, the child abandons the heaps of the threads that did not survive the fork (or, with
 //! the share fork policy, forgets every inherited heap: see [`crate::fork`]).
 //!
-//! This file holds the heap, its fast paths and its refill; two protocols have files of their
-//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue; its buffer's slot
-//! bookkeeping in `heap/remote_buffer.rs`) and
-//! `heap/lifecycle.rs` (thread exit, acquiring and abandoning heaps, the fork handlers);
+//! This file holds the heap, its fast paths and its refill; three protocols have files of their
+//! own: `heap/remote.rs` (remote frees and the owner's drain of its queue; the freeing thread's
+//! batching of them in `heap/remote_buffer.rs`),
+//! `heap/lifecycle.rs` (thread exit, acquiring and abandoning heaps, the fork handlers) and
+//! `heap/reclaim.rs` (any thread's slow path takes back an idle live heap's wholly freed pools);
 //! `heap/check.rs` is the invariant checker.
 
 use crate::lock::Locked;
@@ -37,12 +38,15 @@ const EMPTY_CACHES: [usize; 2] = [EMPTY_CACHE, MEDIUM_EMPTY_CACHE];
 
 pub(crate) mod check;
 mod lifecycle;
+mod reclaim;
 mod remote;
 mod remote_buffer;
 
 // The crate reaches the heap through `heap::`: the two protocol files' names are the heap's.
 #[allow(unused_imports)] // which are used depends on loom and Miri
 pub(crate) use lifecycle::*;
+#[allow(unused_imports)] // which are used depends on loom and Miri
+pub(crate) use reclaim::*;
 #[allow(unused_imports)] // which are used depends on loom and Miri
 pub(crate) use remote::*;
 
@@ -63,6 +67,9 @@ pub(crate) use remote::*;
 /// * Heap-list links (`all_next`, `abandoned_next`) are guarded by the lock; `abandoned` is written
 ///   only under the lock, and read without it by remote freers (see [`RECLAIM`]).
 /// * While abandoned, the heap and its pools are touched only under the lock.
+/// * `slow_paths` is written only by the thread using the heap (load + store, no RMW): it counts
+///   the refill and drain slow paths it ran (wrapping). `slow_paths_seen` is guarded by the lock:
+///   the count the idle-owner reclaim last saw (see `heap/reclaim.rs`).
 /// * `remote_buffer` holds blocks of other heaps' pools only, freed by this heap's thread (see
 ///   [`remote_buffer::RemoteBuffer`]); it is empty while the heap is abandoned.
 #[repr(C)]
@@ -75,6 +82,8 @@ pub struct Heap {
     all_next: *mut Heap,
     abandoned_next: *mut Heap,
     abandoned: AtomicBool,
+    slow_paths: AtomicUsize,
+    slow_paths_seen: usize,
     /// Blocks this heap's thread freed into other heaps' pools, not yet sent to them.
     remote_buffer: remote_buffer::RemoteBuffer,
 }
@@ -565,12 +574,15 @@ fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usize) -> *mut u8 {
-    // A pool ran out: a due purge pass runs here (free arena pools only).
+    // A pool ran out: a due purge pass runs here (free arena pools only), and a due reclaim of
+    // idle heaps' pools (`heap/reclaim.rs`).
     crate::arena::purge_tick();
     // SAFETY: everything below touches only pools owned by `heap`, which is ours (the buffer's
     // blocks go to other heaps' pools).
     unsafe {
         flush_remote_buffer(heap);
+        note_slow_path(heap);
+        reclaim_tick();
         drain_queue(heap, None);
         loop {
             let pool = (*heap).classes[class];
@@ -582,8 +594,10 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
                 return alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
             }
             unlink(heap, class, pool);
-            (*pool).full = true;
             (*pool).slow_at = Pool::relink_at(class);
+            // Last, with Release: the idle-owner reclaim reads it (Acquire) before it takes the
+            // pool, after our last touch of it (see `heap/reclaim.rs`).
+            (*pool).full.store(true, Ordering::Release);
         }
         let medium = is_medium_class(class);
         let k = usize::from(medium);
@@ -594,6 +608,7 @@ unsafe fn alloc_slow<const ZERO: bool>(heap: *mut Heap, class: usize, size: usiz
         } else {
             let mut locked = Locked::take();
             reclaim_abandoned(&mut locked);
+            schedule_reclaim(&mut locked);
             let kind = if medium {
                 crate::arena_map::Kind::Medium
             } else {
@@ -653,14 +668,17 @@ unsafe fn free_local_slow(heap: *mut Heap, pool: *mut Pool, locked: Option<&mut 
     // SAFETY: owner-only fields of our own pool and heap.
     unsafe {
         let class = (*pool).class.load(Ordering::Relaxed) as usize;
-        if (*pool).full
+        if (*pool).full.load(Ordering::Relaxed)
             && !(*pool).free.is_null()
             && (*pool).used.load(Ordering::Relaxed) as i32 <= i32::from((*pool).slow_at)
         {
-            (*pool).full = false;
+            (*pool).full.store(false, Ordering::Relaxed);
             link_second(heap, class, pool);
         }
-        if (*pool).used.load(Ordering::Relaxed) != 0 || (*pool).full || !Pool::remote_idle(pool) {
+        if (*pool).used.load(Ordering::Relaxed) != 0
+            || (*pool).full.load(Ordering::Relaxed)
+            || !Pool::remote_idle(pool)
+        {
             return;
         }
         // Empty. Keep it if it is the class's only pool with room (no thrash on alloc/free of
@@ -897,9 +915,11 @@ pub(crate) fn list_counts(locked: &mut Locked) -> ListCounts {
 // ---------------------------------------------------------------------------------------------
 
 /// `smallarena::collect()`: gives the calling thread's empty pools (cached, and kept at the head
-/// of a class list) and the abandoned heaps' empty pools back to their arenas, then returns free
-/// memory to the OS ([`Locked::release_free_memory`]). Other live threads' heaps are left alone:
-/// only their owner may touch their lists.
+/// of a class list), the abandoned heaps' empty pools, and the other live heaps' pools whose every
+/// block other threads freed (the idle-owner reclaim, `heap/reclaim.rs`, without waiting for
+/// them to be quiescent) back to their arenas, then returns free memory to the OS
+/// ([`Locked::release_free_memory`]). Other live threads' lists are left alone: only their owner
+/// may touch them.
 pub(crate) fn release_memory() {
     let _quiet = crate::mode::quiet();
     let heap = current();
@@ -909,6 +929,7 @@ pub(crate) fn release_memory() {
         // SAFETY: the heap is this thread's.
         unsafe {
             flush_remote_buffer(heap);
+            note_slow_path(heap);
             drain_queue(heap, None);
         }
     }
@@ -927,6 +948,7 @@ pub(crate) fn release_memory() {
             h = (*h).abandoned_next;
         }
     }
+    reclaim_live_heaps(&mut locked, true);
     locked.release_free_memory();
 }
 

@@ -49,8 +49,8 @@
 //!    empty arenas to the OS).
 //! 5. `heap` (per-thread heaps: the fast paths and refill; `heap::remote`, remote frees;
 //!    `heap::remote_buffer`, the per-heap batching of remote frees;
-//!    `heap::lifecycle`, thread exit, adoption and `fork()`; `heap::check`, the invariant
-//!    checker).
+//!    `heap::lifecycle`, thread exit, adoption and `fork()`; `heap::reclaim`, taking whole pools
+//!    back from idle live heaps; `heap::check`, the invariant checker).
 //! 6. `stats` ([`Stats`], the readable snapshot, and its printing), [`raw`] (size-less
 //!    `alloc`/`free`/`usable_size`/`owns`, for a C `malloc`: the `smallarena-preload` crate).
 //! 7. `annotate` (annotate mode: the arena with every block described to memcheck, and its
@@ -179,5 +179,11 @@ pub mod loom_hooks {
     /// destructor does; call it last in every model thread that allocated.
     pub fn thread_exit() {
         crate::heap::exit_current();
+    }
+
+    /// Runs the idle-owner reclaim (`heap/reclaim.rs`) on every live heap now, as a due tick does
+    /// on the quiescent ones.
+    pub fn reclaim_idle_heaps() {
+        crate::heap::reclaim_now();
     }
 }

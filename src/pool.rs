@@ -14,8 +14,10 @@
 //!   on (it saw it off) then pushes the pool onto its owner heap's remote queue, so the owner
 //!   learns which pools have remote frees without scanning.
 //! * The owner may take the blocks at any time while leaving `QUEUED` as it was
-//!   ([`Pool::take_remote_keep_queued`]); only the owner's drain of its heap queue, after it has
-//!   popped the pool, clears `QUEUED` ([`Pool::take_remote_and_unqueue`]). So a pool is in a heap
+//!   ([`Pool::take_remote_keep_queued`]); only the drain of its heap queue, after it has popped
+//!   the pool, clears `QUEUED` ([`Pool::take_remote_and_unqueue`]): the owner's, or the idle-owner
+//!   reclaim's under the lock (`heap/reclaim.rs`, which takes a full pool whose every block is on
+//!   the list, or puts the blocks back with [`Pool::push_remote_list`]). So a pool is in a heap
 //!   queue at most once, and a pool whose `QUEUED` bit is on is never released.
 //! * `used` counts blocks handed out and not yet back on the owner's free list, so blocks in
 //!   flight on the remote list keep `used > 0`. A pool is released to its arena only when
@@ -23,7 +25,7 @@
 //!   for it can be in flight, and it can safely be reused for another size class.
 
 use crate::size_class::{any_block_size, block_size, is_medium_class, CLASS_COUNT, GRANULE, MAX_SMALL};
-use crate::sync::{const_fn, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use crate::sync::{const_fn, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, Ordering};
 use crate::tunables::{MEDIUM_POOL_SIZE, POOL_HEADER, POOL_SIZE, RELINK_SHARE};
 use core::ptr::null_mut;
 
@@ -63,7 +65,9 @@ pub struct Block {
 ///   at, and has therefore been unlinked from its heap's class list; it stays unlinked (its
 ///   freed blocks gathering on its free list) until `used <= relink_at(class)`, i.e. a
 ///   `RELINK_SHARE`th of its blocks came back. `slow_at` is `relink_at(class)` while `full`,
-///   0 otherwise.
+///   0 otherwise. Only the owner writes `full` (set with `Release` after the unlink, cleared
+///   before a relink); it is atomic because the idle-owner reclaim (`heap/reclaim.rs`) reads it
+///   (`Acquire`) from another thread.
 #[repr(C, align(64))]
 pub struct Pool {
     // --- owner side (first cache line) ---
@@ -99,7 +103,7 @@ pub struct Pool {
     /// like `check_mul` ([`Pool::block_size`]).
     granules: u8,
     /// Unlinked because it was full (see type invariants).
-    pub full: bool,
+    pub full: AtomicBool,
     /// The bump region is known to be zeroed (fresh from the OS).
     pub fresh: bool,
     // --- remote side (second cache line), and the fields of the slow paths ---
@@ -248,7 +252,7 @@ impl Pool {
                 slow_at: 0,
                 class: AtomicU8::new(NO_CLASS),
                 granules: 0,
-                full: false,
+                full: AtomicBool::new(false),
                 fresh: false,
                 remote: RemoteSide {
                     head: AtomicPtr::new(null_mut()),
@@ -306,7 +310,7 @@ impl Pool {
             (*pool).end = base.add(POOL_HEADER + cap * bs);
             (*pool).next = null_mut();
             (*pool).prev = null_mut();
-            (*pool).full = false;
+            (*pool).full.store(false, Ordering::Relaxed);
             (*pool).slow_at = 0;
             // Counters start afresh with every assignment: whatever a wrong free left there
             // before (caught or not) does not follow the pool into its next use.
@@ -476,6 +480,36 @@ impl Pool {
         }
     }
 
+    /// Puts back a list taken off this pool's remote list ([`Pool::take_remote_and_unqueue`]) by
+    /// a thread that is not the owner (the idle-owner reclaim, `heap/reclaim.rs`, when the pool
+    /// cannot be reclaimed): the blocks go back in front of whatever was pushed since, and
+    /// `QUEUED` is set. Returns true when this call turned `QUEUED` on: the caller must then push
+    /// the pool onto its owner's remote queue, as a remote freer does. Counts the blocks back
+    /// into the pending count.
+    ///
+    /// # Safety
+    /// `taken` came off this pool's remote list and is not empty; the caller owns its blocks.
+    pub unsafe fn push_remote_list(pool: *mut Pool, taken: Taken) -> bool {
+        // SAFETY: the pool header lives while blocks of it are live (the taken ones are).
+        let side = unsafe { &(*pool).remote };
+        side.count.fetch_add(taken.len, Ordering::Relaxed);
+        let mut old = side.head.load(Ordering::Relaxed);
+        loop {
+            let next = old.map_addr(|a| a & !QUEUED);
+            // SAFETY: the blocks are ours until the CAS below publishes them; `tail` is the last
+            // of `len > 0` blocks.
+            unsafe { (*taken.tail).next = next };
+            let new = taken.head.map_addr(|a| a | QUEUED);
+            match side
+                .head
+                .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return old.addr() & QUEUED == 0,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
     /// Owner: takes every remotely freed block, leaving the `QUEUED` bit as it is.
     /// Returns the list (null if none), its last block and its length.
     ///
@@ -507,10 +541,12 @@ impl Pool {
     }
 
     /// Owner, draining its heap queue after popping this pool: takes every remotely freed block
-    /// and clears `QUEUED`, so the next remote free queues the pool again.
+    /// and clears `QUEUED`, so the next remote free queues the pool again. Also the idle-owner
+    /// reclaim (`heap/reclaim.rs`), which pops pools off a heap's queue under the lock.
     ///
     /// # Safety
-    /// Only the pool's owner may call this, and only for a pool it has just popped from its queue.
+    /// Only the thread that has just popped this pool from its owner heap's queue may call this
+    /// (its owner, or the reclaim holding the lock).
     pub unsafe fn take_remote_and_unqueue(pool: *mut Pool) -> Taken {
         // SAFETY: the owner's pool header is live.
         let side = unsafe { &(*pool).remote };
@@ -542,7 +578,9 @@ impl Pool {
     ///
     /// # Safety
     /// The pool is owned by the calling thread's heap, or by an abandoned heap and the caller
-    /// holds the lock; `taken` came off this pool's remote list, so its blocks are the caller's.
+    /// holds the lock, or the idle-owner reclaim holds it (every block of it taken, so its owner
+    /// can no longer reach it); `taken` came off this pool's remote list, so its blocks are the
+    /// caller's.
     pub(crate) unsafe fn splice(pool: *mut Pool, taken: Taken) {
         if taken.len == 0 {
             return;

@@ -44,6 +44,10 @@
 //! pools sit free for a few hundred milliseconds between phases; at 1000 ms none of them purged
 //! a pool while running, and faults stayed within noise.
 //!
+//! The idle-owner reclaim (`heap/reclaim.rs`: whole pools taken back from live heaps whose
+//! owner has gone quiet) ticks on the same clock, every delay (at least 1 ms), from the
+//! allocation slow path: its schedule is here too ([`reclaim_wanted`], [`reclaim_maybe_due`]).
+//!
 //! `SMALLARENA_PURGE_DELAY_MS` sets the delay ([`crate::env`]); `-1` or `never` turns purging off
 //! (only `collect()` gives pools back then, and one wholly empty arena stays mapped for
 //! good), `0` purges every pool as it is given back and unmaps every arena as it empties. Not in
@@ -183,6 +187,67 @@ pub(crate) fn passed(
 /// Everything free was just purged ([`crate::global::collect`]): no pass is pending.
 pub(crate) fn nothing_pending(_proof: &mut Locked) {
     NEXT.store(NONE, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The idle-owner reclaim's tick (the protocol is the heap's: `heap/reclaim.rs`)
+// ---------------------------------------------------------------------------------------------
+
+global! {
+    /// When the next reclaim tick is due (milliseconds of [`now_ms`]), or [`NONE`]. Written under
+    /// the arena lock; read without it by [`reclaim_maybe_due`] (a stale value only makes a tick
+    /// early or late).
+    static RECLAIM_NEXT: AtomicUsize = AtomicUsize::new(NONE);
+}
+
+/// The time between two reclaim ticks, in milliseconds: the purge delay (at least 1 ms), so a
+/// heap is found idle when its owner ran no slow path for one to two delays, and the pools taken
+/// from it go back to the OS one delay later. `None` when purging is off: then there is no tick
+/// (the pools would not go back to the OS anyway).
+fn reclaim_period(proof: &mut Locked) -> Option<usize> {
+    delay(proof).map(|d| d.max(1))
+}
+
+/// A slow path that holds the lock saw activity (a pool taken from the arenas): schedules a
+/// reclaim tick one period from now if none is pending. Reads the clock only then.
+pub(crate) fn reclaim_wanted(proof: &mut Locked) {
+    if RECLAIM_NEXT.load(Ordering::Relaxed) != NONE {
+        return;
+    }
+    if let Some(period) = reclaim_period(proof) {
+        RECLAIM_NEXT.store(deadline(now_ms().wrapping_add(period)), Ordering::Relaxed);
+    }
+}
+
+/// Whether a reclaim tick may be due, for a slow path that does not hold the lock: one load when
+/// none is pending, and a clock read when one is. The caller then takes the lock (if it is free)
+/// and asks [`reclaim_due`].
+#[inline]
+pub(crate) fn reclaim_maybe_due() -> bool {
+    let next = RECLAIM_NEXT.load(Ordering::Relaxed);
+    next != NONE && is_due(now_ms(), next)
+}
+
+/// `Some(now)` when a reclaim tick is pending and due: the caller, holding the lock, runs it and
+/// reports to [`reclaim_ticked`].
+pub(crate) fn reclaim_due(_proof: &mut Locked) -> Option<usize> {
+    let next = RECLAIM_NEXT.load(Ordering::Relaxed);
+    if next == NONE {
+        return None;
+    }
+    let now = now_ms();
+    is_due(now, next).then_some(now)
+}
+
+/// A reclaim tick ran at `now`: the next is due one period later if `again` (a live heap still
+/// had pools queued, so a later tick may find it idle), else none is pending until
+/// [`reclaim_wanted`].
+pub(crate) fn reclaim_ticked(proof: &mut Locked, now: usize, again: bool) {
+    let next = match reclaim_period(proof) {
+        Some(period) if again => deadline(now.wrapping_add(period)),
+        _ => NONE,
+    };
+    RECLAIM_NEXT.store(next, Ordering::Relaxed);
 }
 
 /// Whether the time `now` is at or past `t` (wrapping: differences under half the range).

@@ -70,6 +70,7 @@ fn collect(stats: &mut Stats) {
     stats.medium_arenas_peak = peak;
     (stats.bytes_mapped, stats.bytes_mapped_peak) = locked.bytes_mapped();
     (stats.pools_purged, stats.arenas_unmapped) = locked.returned();
+    stats.pools_reclaimed = crate::heap::pools_reclaimed(&mut locked);
     let heaps = crate::heap::list_counts(&mut locked);
     stats.bytes_requested = heaps.requested;
     stats.bytes_requested_peak = heaps.requested_peak;
@@ -163,6 +164,11 @@ pub struct Stats {
     /// another empty one was kept, after staying empty for the purge delay, or by
     /// [`crate::collect()`].
     pub arenas_unmapped: usize,
+    /// Pools taken back from live threads that had gone idle, since the process started: pools
+    /// whose every block other threads had freed, given to their arenas by another thread's slow
+    /// path (and then back to the OS by the purge delay) instead of waiting for their owner's next
+    /// slow path. Only while purging is on (`SMALLARENA_PURGE_DELAY_MS`).
+    pub pools_reclaimed: usize,
     /// Bytes of the arenas this process inherited across `fork()`s made with
     /// [`ForkPolicy::Share`](crate::ForkPolicy) (1 MiB each) and leaves untouched, shared with
     /// the parent: not counted in `arenas_mapped`, `bytes_mapped` or the per-class counters.
@@ -200,6 +206,7 @@ impl Stats {
             heap_handoffs: 0,
             pools_purged: 0,
             arenas_unmapped: 0,
+            pools_reclaimed: 0,
             fork_inherited_bytes: 0,
             fork_retained_bytes: 0,
         }
@@ -283,7 +290,7 @@ impl fmt::Display for StatsJson<'_> {
             )?;
         }
         f.write_str("]")?;
-        let fields: [(&str, usize); 28] = [
+        let fields: [(&str, usize); 29] = [
             ("arenas_mapped", s.arenas_mapped),
             ("arenas_peak", s.arenas_peak),
             ("medium_arenas_mapped", s.medium_arenas_mapped),
@@ -302,6 +309,7 @@ impl fmt::Display for StatsJson<'_> {
             ("heap_handoffs", s.heap_handoffs),
             ("pools_purged", s.pools_purged),
             ("arenas_unmapped", s.arenas_unmapped),
+            ("pools_reclaimed", s.pools_reclaimed),
             ("fork_inherited_bytes", s.fork_inherited_bytes),
             ("fork_retained_bytes", s.fork_retained_bytes),
             ("blocks_in_use", s.blocks_in_use()),
@@ -570,7 +578,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(f, "# heap handoffs                = {}", self.heap_handoffs)?;
         writeln!(f, "# pools purged                 = {}", self.pools_purged)?;
-        write!(f, "# arenas unmapped              = {}", self.arenas_unmapped)?;
+        writeln!(f, "# arenas unmapped              = {}", self.arenas_unmapped)?;
+        write!(f, "# pools reclaimed              = {}", self.pools_reclaimed)?;
         if self.fork_inherited_bytes != 0 || self.fork_retained_bytes != 0 {
             write!(
                 f,

@@ -283,3 +283,116 @@ fn registries_publication_and_lookup_race() {
         assert_eq!(st.classes[0].blocks_in_use + st.classes[1].blocks_in_use, 0);
     });
 }
+
+/// 6. Idle-owner reclaim (`src/heap/reclaim.rs`): the owner fills a pool and hands every block to
+///    a freer thread, which frees them all remotely while a third thread runs the reclaim on
+///    every live heap; the owner stays idle. Every block comes back exactly once (to the owner,
+///    or with the pool to its arena), and a reclaimed pool is in no list of the owner's.
+#[test]
+fn reclaim_of_an_idle_owners_pool() {
+    model(4, || {
+        spawn(|| reclaim_owner(true, false, false)).join().unwrap()
+    });
+}
+
+/// 6d. As 6, but the pool is still the head of its class list (its last block was handed out,
+///     and no allocation has unlinked it since): not full, so it must not be reclaimed.
+#[test]
+fn reclaim_skips_the_lazily_unlinked_head() {
+    model(4, || {
+        spawn(|| reclaim_owner(false, false, false)).join().unwrap()
+    });
+}
+
+/// 6b. As 6, the pool wholly freed first: the reclaim races with the owner's own drain of its
+///     queue (its slow path), both after the same pool.
+#[test]
+fn reclaim_races_with_the_owners_drain() {
+    model(4, || {
+        spawn(|| reclaim_owner(true, true, true)).join().unwrap()
+    });
+}
+
+/// 6c. As 6, with the owner draining its queue while the frees and the reclaim happen.
+#[test]
+fn reclaim_races_with_remote_frees_and_the_owners_drain() {
+    model(4, || {
+        spawn(|| reclaim_owner(true, true, false)).join().unwrap()
+    });
+}
+
+/// The largest medium class: 7 blocks to a 256 KiB pool (under loom, whose pool header is
+/// 512 bytes), the fewest of any pool, so the model frees a whole pool in few steps.
+const BIG: usize = 32768;
+const BIG_CAP: usize = 7;
+
+/// The owner of model 6: makes its pool full (unlinked) with one more allocation if `unlink`,
+/// drains its queue concurrently if `drain`; the freer is done before the reclaim starts if
+/// `freed_first`.
+fn reclaim_owner(unlink: bool, drain: bool, freed_first: bool) {
+    let blocks: Vec<usize> = (0..BIG_CAP).map(|_| alloc(BIG)).collect();
+    // The pool is exhausted but still the head of its class list (unlinked lazily): this
+    // allocation's slow path marks it full and takes another pool.
+    let extra = unlink.then(|| alloc(BIG));
+    let reclaimed_before = smallarena::stats().pools_reclaimed;
+    let given = blocks.clone();
+    let mut freer = Some(spawn(move || {
+        for p in given {
+            free(p, BIG);
+        }
+    }));
+    if freed_first {
+        freer.take().unwrap().join().unwrap();
+    }
+    let reclaimer = spawn(smallarena::loom_hooks::reclaim_idle_heaps);
+    if drain {
+        smallarena::loom_hooks::collect_remote_frees();
+    }
+    if let Some(freer) = freer {
+        freer.join().unwrap();
+    }
+    reclaimer.join().unwrap();
+    // Whatever was not reclaimed comes back to the owner now.
+    smallarena::loom_hooks::collect_remote_frees();
+    let st = smallarena::stats();
+    let reclaimed = st.pools_reclaimed - reclaimed_before;
+    assert!(
+        reclaimed <= usize::from(unlink),
+        "{reclaimed} pools reclaimed"
+    );
+    assert_eq!(
+        in_use(BIG),
+        usize::from(unlink),
+        "a block was lost or counted twice"
+    );
+    if let Err(v) = smallarena::check_invariants() {
+        panic!("invariant violated (reclaimed {reclaimed}): {v}");
+    }
+    // Every block comes back exactly once: the next allocations (the rest of the extra block's
+    // pool, then the pool given back or reclaimed) are all distinct, and if the pool was not
+    // reclaimed its blocks are among them.
+    let again: Vec<usize> = (0..2 * BIG_CAP - 1).map(|_| alloc(BIG)).collect();
+    let mut sorted = again.clone();
+    sorted.extend(extra);
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        again.len() + usize::from(unlink),
+        "a block was handed out twice"
+    );
+    if reclaimed == 0 {
+        for p in &blocks {
+            assert!(
+                again.contains(p),
+                "a block of the pool did not come back to the owner"
+            );
+        }
+    }
+    for p in again.into_iter().chain(extra) {
+        free(p, BIG);
+    }
+    if let Err(v) = smallarena::check_invariants() {
+        panic!("invariant violated after reuse: {v}");
+    }
+}

@@ -97,6 +97,7 @@ fn stats_json_at_exit_is_one_parsable_object() {
         "heap_handoffs",
         "pools_purged",
         "arenas_unmapped",
+        "pools_reclaimed",
         "blocks_in_use",
         "pools_in_use",
         "pid",
@@ -153,6 +154,7 @@ fn stats_table_at_exit() {
         "# heap handoffs",
         "# pools purged",
         "# arenas unmapped",
+        "# pools reclaimed",
     ] {
         assert!(err.contains(label), "no {label:?} in:\n{err}");
     }

@@ -50,26 +50,26 @@ fn layout() -> Layout {
     Layout::from_size_align(SIZE, 8).unwrap()
 }
 
-/// Allocates a burst of `n` blocks, writes it (so its pages are resident), frees all but the survivors.
-/// Returns the survivors and the statistics when the burst was whole.
-fn burst_and_free(n: usize) -> (Vec<*mut u8>, smallarena::Stats) {
+/// Allocates a burst of `n` blocks of `l`, writes it (so its pages are resident), frees all but
+/// one in `keep_every`. Returns the survivors and the statistics when the burst was whole.
+fn burst_and_free(l: Layout, n: usize, keep_every: usize) -> (Vec<*mut u8>, smallarena::Stats) {
     let mut blocks = Vec::with_capacity(n);
     for i in 0..n {
         // SAFETY: a valid non-zero layout; every block is freed once, here or by the caller.
-        let p = unsafe { GLOBAL.alloc(layout()) };
+        let p = unsafe { GLOBAL.alloc(l) };
         assert!(!p.is_null());
-        // SAFETY: the block has SIZE writable bytes.
-        unsafe { p.write_bytes(0xA5 ^ i as u8, SIZE) };
+        // SAFETY: the block has `l.size()` writable bytes.
+        unsafe { p.write_bytes(0xA5 ^ i as u8, l.size()) };
         blocks.push(p);
     }
     let full = smallarena::stats();
     let mut kept = Vec::new();
     for (i, p) in blocks.into_iter().enumerate() {
-        if i % KEEP_EVERY == 0 {
+        if i % keep_every == 0 {
             kept.push(p);
         } else {
-            // SAFETY: a live block of `layout()`, freed once.
-            unsafe { GLOBAL.dealloc(p, layout()) };
+            // SAFETY: a live block of `l`, freed once.
+            unsafe { GLOBAL.dealloc(p, l) };
         }
     }
     (kept, full)
@@ -97,11 +97,73 @@ fn check() {
     }
 }
 
-fn free_all(kept: Vec<*mut u8>) {
+fn free_all(l: Layout, kept: Vec<*mut u8>) {
     for p in kept {
-        // SAFETY: a live block of `layout()`, freed once.
-        unsafe { GLOBAL.dealloc(p, layout()) };
+        // SAFETY: a live block of `l`, freed once.
+        unsafe { GLOBAL.dealloc(p, l) };
     }
+}
+
+/// The burst-then-quiet check, for small and medium blocks alike: a burst of `n` blocks of `l`
+/// (all but one in `keep_every` freed, so every arena keeps a survivor and memory can only go
+/// back pool by pool), a quiet phase longer than the delay, a slow path; the free pools
+/// (`pool_size` bytes each) must have gone back without `collect()`, and come back zeroed.
+/// Prints a line headed `what`. Returns the survivors and the statistics when the burst was
+/// whole.
+fn burst_then_quiet(
+    what: &str,
+    l: Layout,
+    n: usize,
+    keep_every: usize,
+    pool_size: usize,
+) -> (Vec<*mut u8>, smallarena::Stats) {
+    let before = smallarena::stats();
+    let (kept, full) = burst_and_free(l, n, keep_every);
+    // Far past the delays the cases run with (0 and 20 ms), and the clock's few-ms tick.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    reach_a_slow_path();
+    check();
+    let after = smallarena::stats();
+    println!(
+        "{what}: resident {} -> {} -> {} KiB; pools purged {} -> {}; free pools {}",
+        before.resident_bytes >> 10,
+        full.resident_bytes >> 10,
+        after.resident_bytes >> 10,
+        full.pools_purged,
+        after.pools_purged,
+        after.free_pools,
+    );
+    let burst_bytes = n * l.size();
+    assert!(full.resident_bytes >= before.resident_bytes + burst_bytes * 9 / 10);
+    // All but the heap's few cached pools went to their arenas, and were purged.
+    let pools = burst_bytes / pool_size;
+    assert!(
+        after.pools_purged - full.pools_purged >= pools * 3 / 4,
+        "{} pools purged of about {pools}",
+        after.pools_purged - full.pools_purged
+    );
+    // Whole pools go back (header page included): the survivors pin about one pool each.
+    let dropped = full.resident_bytes.saturating_sub(after.resident_bytes);
+    assert!(
+        dropped >= burst_bytes * 3 / 4,
+        "only {} KiB of {} KiB went back",
+        dropped >> 10,
+        burst_bytes >> 10
+    );
+    // Purged pools come back as fresh memory: zeroed blocks read as zeros.
+    let again: Vec<*mut u8> = (0..n / 2)
+        // SAFETY: a valid non-zero layout.
+        .map(|_| unsafe { GLOBAL.alloc_zeroed(l) })
+        .collect();
+    for &p in &again {
+        assert!(!p.is_null());
+        // SAFETY: a live block of `l.size()` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, l.size()) };
+        assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is dirty");
+    }
+    check();
+    free_all(l, again);
+    (kept, full)
 }
 
 /// Child: the burst is freed, a quiet phase longer than the delay passes, a slow path runs; the
@@ -111,54 +173,9 @@ fn child_burst_then_quiet() {
     if child_case().as_deref() != Some("child_burst_then_quiet") {
         return;
     }
-    let before = smallarena::stats();
-    let (kept, full) = burst_and_free(BURST);
-    // Far past the delays this case runs with (0 and 20 ms), and the clock's few-ms tick.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    reach_a_slow_path();
-    check();
-    let after = smallarena::stats();
-    println!(
-        "resident {} -> {} -> {} KiB; pools purged {} -> {}; free pools {}",
-        before.resident_bytes >> 10,
-        full.resident_bytes >> 10,
-        after.resident_bytes >> 10,
-        full.pools_purged,
-        after.pools_purged,
-        after.free_pools,
-    );
-    let burst_bytes = BURST * SIZE;
-    assert!(full.resident_bytes >= before.resident_bytes + burst_bytes * 9 / 10);
-    // About 2,400 pools were freed; all but the heap's few cached ones went to their arenas.
-    let pools = BURST * SIZE / (16 << 10);
-    assert!(
-        after.pools_purged - full.pools_purged >= pools * 3 / 4,
-        "{} pools purged",
-        after.pools_purged - full.pools_purged
-    );
-    // Whole pools go back (16 KiB each, header page included): the survivors pin about one pool
-    // each, 50 of them.
-    let dropped = full.resident_bytes.saturating_sub(after.resident_bytes);
-    assert!(
-        dropped >= burst_bytes * 3 / 4,
-        "only {} KiB of {} KiB went back",
-        dropped >> 10,
-        burst_bytes >> 10
-    );
-    // Purged pools come back as fresh memory: zeroed blocks read as zeros.
-    let again: Vec<*mut u8> = (0..BURST / 2)
-        // SAFETY: a valid non-zero layout.
-        .map(|_| unsafe { GLOBAL.alloc_zeroed(layout()) })
-        .collect();
-    for &p in &again {
-        assert!(!p.is_null());
-        // SAFETY: a live block of SIZE bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(p, SIZE) };
-        assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is dirty");
-    }
-    check();
-    free_all(again);
-    free_all(kept);
+    // About 2,400 pools; the survivors pin about one pool each, 50 of them.
+    let (kept, _) = burst_then_quiet("small", layout(), BURST, KEEP_EVERY, 16 << 10);
+    free_all(layout(), kept);
     check();
 }
 
@@ -190,8 +207,8 @@ fn child_steady() {
     }
     let before = smallarena::stats();
     for _ in 0..ROUNDS {
-        let (kept, _) = burst_and_free(STEADY_BURST);
-        free_all(kept);
+        let (kept, _) = burst_and_free(layout(), STEADY_BURST, KEEP_EVERY);
+        free_all(layout(), kept);
     }
     check();
     let after = smallarena::stats();
@@ -239,74 +256,10 @@ fn child_medium_burst_then_quiet() {
         return;
     }
     let l = Layout::from_size_align(MEDIUM_SIZE, 8).unwrap();
-    let before = smallarena::stats();
-    let blocks: Vec<*mut u8> = (0..MEDIUM_BURST)
-        .map(|i| {
-            // SAFETY: a valid non-zero layout; every block is freed once below.
-            let p = unsafe { GLOBAL.alloc(l) };
-            assert!(!p.is_null() && smallarena::raw::owns_medium(p));
-            // SAFETY: the block has MEDIUM_SIZE writable bytes.
-            unsafe { p.write_bytes(0x5A ^ i as u8, MEDIUM_SIZE) };
-            p
-        })
-        .collect();
-    let full = smallarena::stats();
-    let mut kept = Vec::new();
-    for (i, p) in blocks.into_iter().enumerate() {
-        if i % MEDIUM_KEEP_EVERY == 0 {
-            kept.push(p);
-        } else {
-            // SAFETY: a live block of `l`, freed once.
-            unsafe { GLOBAL.dealloc(p, l) };
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    reach_a_slow_path();
-    check();
-    let after = smallarena::stats();
-    println!(
-        "medium: resident {} -> {} -> {} KiB; pools purged {} -> {}; medium arenas {}",
-        before.resident_bytes >> 10,
-        full.resident_bytes >> 10,
-        after.resident_bytes >> 10,
-        full.pools_purged,
-        after.pools_purged,
-        full.medium_arenas_mapped,
-    );
-    let burst_bytes = MEDIUM_BURST * MEDIUM_SIZE;
+    let (kept, full) = burst_then_quiet("medium", l, MEDIUM_BURST, MEDIUM_KEEP_EVERY, 256 << 10);
+    assert!(kept.iter().all(|&p| smallarena::raw::owns_medium(p)));
     assert!(full.medium_arenas_mapped >= 8);
-    let pools = burst_bytes / (256 << 10);
-    assert!(
-        after.pools_purged - full.pools_purged >= pools * 3 / 4,
-        "{} medium pools purged of about {pools}",
-        after.pools_purged - full.pools_purged
-    );
-    let dropped = full.resident_bytes.saturating_sub(after.resident_bytes);
-    assert!(
-        dropped >= burst_bytes * 3 / 4,
-        "only {} KiB of {} KiB went back",
-        dropped >> 10,
-        burst_bytes >> 10
-    );
-    // Purged medium pools come back as fresh memory: zeroed blocks read as zeros.
-    let again: Vec<*mut u8> = (0..MEDIUM_BURST / 2)
-        // SAFETY: a valid non-zero layout.
-        .map(|_| unsafe { GLOBAL.alloc_zeroed(l) })
-        .collect();
-    for &p in &again {
-        assert!(!p.is_null());
-        // SAFETY: a live block of MEDIUM_SIZE bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(p, MEDIUM_SIZE) };
-        assert!(
-            bytes.iter().all(|&b| b == 0),
-            "a zeroed medium block is dirty"
-        );
-    }
-    check();
-    for p in again.into_iter().chain(kept) {
-        // SAFETY: a live block of `l`, freed once.
-        unsafe { GLOBAL.dealloc(p, l) };
-    }
+    free_all(l, kept);
     smallarena::collect();
     check();
     let last = smallarena::stats();

@@ -103,7 +103,11 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
                     p,
                 )?;
                 ensure((*pool).prev == prev, "class list links not symmetric", p)?;
-                ensure(!(*pool).full, "pool marked full in a class list", p)?;
+                ensure(
+                    !(*pool).full.load(Ordering::Relaxed),
+                    "pool marked full in a class list",
+                    p,
+                )?;
                 let sole = prev.is_null() && (*pool).next.is_null();
                 ensure(
                     (*pool).slow_at == if sole { SOLE } else { 0 },
@@ -164,7 +168,7 @@ unsafe fn check_heap(heap: *mut Heap, locked: &mut Locked) -> Result<(), Violati
             let class = (*pool).class.load(Ordering::Relaxed);
             if class == NO_CLASS {
                 owned_cached += 1;
-            } else if (*pool).full {
+            } else if (*pool).full.load(Ordering::Relaxed) {
                 if full_result.is_ok() {
                     let p = pool.cast::<u8>();
                     let relink = Pool::relink_at(usize::from(class));

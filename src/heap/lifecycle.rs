@@ -229,6 +229,8 @@ pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {
             all_next: reg.all,
             abandoned_next: null_mut(),
             abandoned: AtomicBool::new(false),
+            slow_paths: AtomicUsize::new(0),
+            slow_paths_seen: 0,
             remote_buffer: remote_buffer::RemoteBuffer::EMPTY,
         });
     }

@@ -50,8 +50,16 @@ pub(super) unsafe fn drain_queue(heap: *mut Heap, mut locked: Option<&mut Locked
         let mut pool = (*heap).queue.swap(null_mut(), Ordering::SeqCst);
         while !pool.is_null() {
             let next = Pool::queue_link(pool).load(Ordering::Relaxed);
-            Pool::splice(pool, Pool::take_remote_and_unqueue(pool));
-            free_local_slow(heap, pool, locked.as_deref_mut());
+            // Read while the pool is still queued: once `QUEUED` is clear, a remote free may
+            // queue it again and the idle-owner reclaim may take it (a full pool whose blocks
+            // are all on its remote list, `heap/reclaim.rs`). A full pool we take nothing from
+            // stays full, so we must not touch it after the unqueue.
+            let was_full = (*pool).full.load(Ordering::Relaxed);
+            let taken = Pool::take_remote_and_unqueue(pool);
+            if taken.len != 0 || !was_full {
+                Pool::splice(pool, taken);
+                free_local_slow(heap, pool, locked.as_deref_mut());
+            }
             pool = next;
         }
     }
