@@ -368,7 +368,7 @@ unsafe fn free_of<const MEDIUM: bool>(p: *mut u8, size: usize) {
                 Pool::is_block(pool, p)
             };
             if !ok {
-                fault(Fault::InvalidPointer, p);
+                return invalid_free(p);
             }
             if (*block).key == heap.addr() {
                 free_suspect(heap, pool, block, size);
@@ -379,6 +379,31 @@ unsafe fn free_of<const MEDIUM: bool>(p: *mut u8, size: usize) {
             free_remote(heap, pool, block, size);
         }
     }
+}
+
+/// The owner's free reached its pool's trigger ([`Pool::slow_at`]): a count below 0 (more frees
+/// than allocations) aborts with `block`'s address; anything else is [`free_local_slow`]'s.
+/// Out of line, so the fast path reaches it by a tail jump (see [`invalid_free`]).
+///
+/// # Safety
+/// As for [`free_local`]; `used` is the pool's count after this free.
+#[cold]
+#[inline(never)]
+unsafe fn free_local_turn(heap: *mut Heap, pool: *mut Pool, block: *mut Block, used: u32) {
+    if (used as i32) < 0 {
+        fault(Fault::UsedUnderflow, block.cast());
+    }
+    // SAFETY: per the caller.
+    unsafe { free_local_slow(heap, pool, None) }
+}
+
+/// [`fault`] for a pointer that is not the start of a block of its pool, declared as returning
+/// so that the free fast path reaches it by a tail jump: a call there (to a function that never
+/// returns) would make every free align the stack for it, two instructions on every free.
+#[cold]
+#[inline(never)]
+fn invalid_free(p: *mut u8) {
+    fault(Fault::InvalidPointer, p)
 }
 
 /// The owner's free of a block that passed the checks.
@@ -400,10 +425,7 @@ unsafe fn free_local(heap: *mut Heap, pool: *mut Pool, block: *mut Block, size: 
         // ping-pong on one block must not pay for the call): `slow_at` says when, per state. A
         // count that wrapped (a pool never holds 2^31 blocks) means more frees than allocations.
         if used as i32 <= i32::from((*pool).slow_at) {
-            if (used as i32) < 0 {
-                fault(Fault::UsedUnderflow, block.cast());
-            }
-            free_local_slow(heap, pool, None);
+            free_local_turn(heap, pool, block, used);
         }
     }
 }

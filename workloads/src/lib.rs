@@ -157,6 +157,22 @@ pub fn pairs(scale: u32) -> u64 {
     sum
 }
 
+/// Alloc+free pairs of 64-byte boxes through a ring of 16, each freed 16 allocations after it
+/// was made (the Rust twin of the C `fixed64`): unlike [`pairs`], which frees each block at once,
+/// no pool or page ever becomes empty, so no allocator takes an empty-page path on every pair.
+/// For instruction counts per pair (callgrind at two scales, the difference / 1M).
+pub fn ring(scale: u32) -> u64 {
+    let mut ring: [Option<Box<[u64; 8]>>; 16] = Default::default();
+    let mut sum = 0u64;
+    for i in 0..(1_000_000 * scale as u64) {
+        let b = std::hint::black_box(Box::new([i; 8]));
+        if let Some(old) = ring[(i % 16) as usize].replace(b) {
+            sum = sum.wrapping_add(old[7]);
+        }
+    }
+    sum
+}
+
 /// Entry point shared by the per-allocator binaries.
 pub fn main() {
     let mut args = std::env::args().skip(1);
@@ -169,8 +185,9 @@ pub fn main() {
         "vecs" => vecs(scale),
         "prodcons" => prodcons(scale),
         "pairs" => pairs(scale),
+        "ring" => ring(scale),
         _ => {
-            eprintln!("usage: wl-<allocator> trees|strings|mixed|vecs|prodcons|pairs [scale]");
+            eprintln!("usage: wl-<allocator> trees|strings|mixed|vecs|prodcons|pairs|ring [scale]");
             std::process::exit(2);
         }
     };
