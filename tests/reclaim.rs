@@ -52,6 +52,12 @@ fn run_child_with(case: &str, delay: &str) -> String {
     out
 }
 
+/// Pools of the burst's class that A may keep: the head of its class list (unlinked only by A's
+/// next allocation of the class), and one that may hold a block A's thread allocated for itself
+/// (thread start-up, its channel ends: sizes that vary by target; on i686 one falls in the 64-byte
+/// class), which no reclaim may take.
+const KEPT: usize = 2;
+
 /// A block address that can cross threads.
 struct Block(*mut u8);
 // SAFETY: a block is plain memory handed from one thread to another, used by one at a time.
@@ -140,7 +146,7 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
     // Until A's pools were reclaimed (all but the last, kept at the head of A's class list) and
     // most of their memory left the process (pools purged, wholly empty arenas unmapped).
     while rounds < MAX_ROUNDS
-        && (after.pools_reclaimed - full.pools_reclaimed + 1 < pools
+        && (after.pools_reclaimed - full.pools_reclaimed + KEPT < pools
             || full.resident_bytes.saturating_sub(after.resident_bytes) < burst * 3 / 4)
     {
         std::thread::sleep(std::time::Duration::from_millis(2 * DELAY_MS));
@@ -163,9 +169,9 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
         after.arenas_unmapped - full.arenas_unmapped,
     );
     let reclaimed = after.pools_reclaimed - full.pools_reclaimed;
-    // All but the last pool of the class, kept at the head of A's list.
+    // All but the pools A keeps (see `KEPT`).
     assert!(
-        reclaimed + 1 >= pools,
+        reclaimed + KEPT >= pools,
         "{reclaimed} pools reclaimed of about {pools}"
     );
     assert!(full.resident_bytes >= before.resident_bytes + burst * 9 / 10);
@@ -269,7 +275,7 @@ fn child_collect() {
         freed.pools_reclaimed, full.pools_reclaimed,
         "reclaimed with purging off"
     );
-    assert!(after.pools_reclaimed - freed.pools_reclaimed + 1 >= pools);
+    assert!(after.pools_reclaimed - freed.pools_reclaimed + KEPT >= pools);
     assert!(freed.bytes_mapped - after.bytes_mapped >= (8 << 20) * 3 / 4);
     wake.store(true, Ordering::Release);
     a.thread().unpark();
