@@ -557,25 +557,21 @@ unsafe fn add_requested(heap: *mut Heap, delta: usize) {
 fn alloc_without_heap<const ZERO: bool>(class: usize, size: usize) -> *mut u8 {
     let state = STATE.try_with(|s| s.get()).unwrap_or(DEAD);
     if state != DEAD {
-        let heap = acquire_heap();
-        if heap.is_null() {
-            return null_mut();
-        }
-        let _ = CURRENT.try_with(|c| c.set(heap));
-        let _ = STATE.try_with(|s| s.set(ACTIVE));
-        // Arming the exit hook may allocate (re-entering us, now with a heap). If it cannot be
-        // armed, serve this one request and abandon the heap at once, as for a dead thread.
-        if !arm_exit_hook(heap) {
-            let _ = CURRENT.try_with(|c| c.set(null_mut()));
-            let _ = STATE.try_with(|s| s.set(DEAD));
-            // SAFETY: the heap is ours and we are done with it.
-            let p = unsafe { alloc_in::<ZERO, false>(heap, class, any_block_size(class), size) };
-            // SAFETY: as above.
-            unsafe { abandon(heap) };
-            return p;
-        }
-        // SAFETY: the heap is now this thread's.
-        return unsafe { alloc_in::<ZERO, false>(heap, class, any_block_size(class), size) };
+        return match install_heap() {
+            // SAFETY: the heap is now this thread's.
+            Installed::Current(heap) => unsafe {
+                alloc_in::<ZERO, false>(heap, class, any_block_size(class), size)
+            },
+            // The exit hook could not be armed: serve this one request and abandon the heap at
+            // once, as for a dead thread.
+            // SAFETY: the heap is ours and we are done with it after this request.
+            Installed::Unarmed(heap) => unsafe {
+                let p = alloc_in::<ZERO, false>(heap, class, any_block_size(class), size);
+                abandon(heap);
+                p
+            },
+            Installed::None => null_mut(),
+        };
     }
     // The thread is past its last exit hook: borrow a heap for this one allocation and abandon it
     // again, so the block still comes from the arena and any thread can free it.

@@ -7,7 +7,8 @@
 //! with `PURGE_CHILD=<case>` and the variable set.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
@@ -18,24 +19,7 @@ fn child_case() -> Option<String> {
 
 /// Runs the test `case` of this binary in a child with `SMALLARENA_PURGE_DELAY_MS=delay`.
 fn run_child(case: &str, delay: &str) -> String {
-    let exe = std::env::current_exe().expect("test binary");
-    let o = Command::new(exe)
-        .args(["--exact", case, "--nocapture", "--test-threads=1"])
-        .env_remove("SMALLARENA_STATS")
-        .env_remove("SMALLARENA_MODE")
-        .env("PURGE_CHILD", case)
-        .env("SMALLARENA_PURGE_DELAY_MS", delay)
-        .output()
-        .expect("run the child");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "child {case} with delay {delay} failed: {}\n{out}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    print!("{out}");
-    out
+    common::run_case_in_child(case, "PURGE_CHILD", &[("SMALLARENA_PURGE_DELAY_MS", delay)])
 }
 
 /// Blocks of 400 bytes (class 24, 40 to a pool).
@@ -75,28 +59,6 @@ fn burst_and_free(l: Layout, n: usize, keep_every: usize) -> (Vec<*mut u8>, smal
     (kept, full)
 }
 
-/// Allocates and frees blocks of a class nothing else here uses: the first one reaches the
-/// allocation slow path (its class has no pool yet), where a due purge pass runs.
-fn reach_a_slow_path() {
-    let l = Layout::from_size_align(200, 8).unwrap();
-    let v: Vec<*mut u8> = (0..1000)
-        // SAFETY: a valid non-zero layout.
-        .map(|_| unsafe { GLOBAL.alloc(l) })
-        .collect();
-    for p in v {
-        assert!(!p.is_null());
-        // SAFETY: a live block of `l`, freed once.
-        unsafe { GLOBAL.dealloc(p, l) };
-    }
-}
-
-/// The allocator's invariants hold (the arenas' free stacks with purged pools among them).
-fn check() {
-    if let Err(v) = smallarena::check_invariants() {
-        panic!("invariant violated: {v}");
-    }
-}
-
 fn free_all(l: Layout, kept: Vec<*mut u8>) {
     for p in kept {
         // SAFETY: a live block of `l`, freed once.
@@ -121,8 +83,8 @@ fn burst_then_quiet(
     let (kept, full) = burst_and_free(l, n, keep_every);
     // Far past the delays the cases run with (0 and 20 ms), and the clock's few-ms tick.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    reach_a_slow_path();
-    check();
+    common::reach_a_slow_path();
+    common::check_invariants();
     let after = smallarena::stats();
     println!(
         "{what}: resident {} -> {} -> {} KiB; pools purged {} -> {}; free pools {}",
@@ -161,7 +123,7 @@ fn burst_then_quiet(
         let bytes = unsafe { std::slice::from_raw_parts(p, l.size()) };
         assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is dirty");
     }
-    check();
+    common::check_invariants();
     free_all(l, again);
     (kept, full)
 }
@@ -176,7 +138,7 @@ fn child_burst_then_quiet() {
     // About 2,400 pools; the survivors pin about one pool each, 50 of them.
     let (kept, _) = burst_then_quiet("small", layout(), BURST, KEEP_EVERY, 16 << 10);
     free_all(layout(), kept);
-    check();
+    common::check_invariants();
 }
 
 #[test]
@@ -210,7 +172,7 @@ fn child_steady() {
         let (kept, _) = burst_and_free(layout(), STEADY_BURST, KEEP_EVERY);
         free_all(layout(), kept);
     }
-    check();
+    common::check_invariants();
     let after = smallarena::stats();
     println!(
         "purged {} pools, unmapped {} arenas",
@@ -261,7 +223,7 @@ fn child_medium_burst_then_quiet() {
     assert!(full.medium_arenas_mapped >= 8);
     free_all(l, kept);
     smallarena::collect();
-    check();
+    common::check_invariants();
     let last = smallarena::stats();
     // At most the arena of the pool this thread keeps at the head of the class's list.
     assert!(

@@ -8,9 +8,10 @@
 //! with `RECLAIM_CHILD=<case>` and `SMALLARENA_PURGE_DELAY_MS` set.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+
+mod common;
 
 #[global_allocator]
 static GLOBAL: smallarena::SmallArena = smallarena::SmallArena::new();
@@ -32,24 +33,11 @@ fn run_child(case: &str) -> String {
 
 /// Runs the test `case` of this binary in a child with `SMALLARENA_PURGE_DELAY_MS=delay`.
 fn run_child_with(case: &str, delay: &str) -> String {
-    let exe = std::env::current_exe().expect("test binary");
-    let o = Command::new(exe)
-        .args(["--exact", case, "--nocapture", "--test-threads=1"])
-        .env_remove("SMALLARENA_STATS")
-        .env_remove("SMALLARENA_MODE")
-        .env("RECLAIM_CHILD", case)
-        .env("SMALLARENA_PURGE_DELAY_MS", delay)
-        .output()
-        .expect("run the child");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "child {case} failed: {}\n{out}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    print!("{out}");
-    out
+    common::run_case_in_child(
+        case,
+        "RECLAIM_CHILD",
+        &[("SMALLARENA_PURGE_DELAY_MS", delay)],
+    )
 }
 
 /// Pools of the burst's class that A may keep: the head of its class list (unlinked only by A's
@@ -62,27 +50,6 @@ const KEPT: usize = 2;
 struct Block(*mut u8);
 // SAFETY: a block is plain memory handed from one thread to another, used by one at a time.
 unsafe impl Send for Block {}
-
-/// Slow-path work: allocates and frees blocks of a class nothing else here uses (200 bytes),
-/// through several pools, so the allocation slow path runs (where a due reclaim tick runs).
-fn slow_path_work() {
-    let l = Layout::from_size_align(200, 8).unwrap();
-    let v: Vec<*mut u8> = (0..1000)
-        // SAFETY: a valid non-zero layout.
-        .map(|_| unsafe { GLOBAL.alloc(l) })
-        .collect();
-    for p in v {
-        assert!(!p.is_null());
-        // SAFETY: a live block of `l`, freed once.
-        unsafe { GLOBAL.dealloc(p, l) };
-    }
-}
-
-fn check() {
-    if let Err(v) = smallarena::check_invariants() {
-        panic!("invariant violated: {v}");
-    }
-}
 
 /// The scenario: thread A allocates `mib` MiB of `size`-byte blocks (writing them, so they are
 /// resident), hands them all to thread B, which frees them all (remote frees into A's pools),
@@ -150,11 +117,11 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
             || full.resident_bytes.saturating_sub(after.resident_bytes) < burst * 3 / 4)
     {
         std::thread::sleep(std::time::Duration::from_millis(2 * DELAY_MS));
-        slow_path_work();
+        common::reach_a_slow_path();
         after = smallarena::stats();
         rounds += 1;
     }
-    check();
+    common::check_invariants();
     println!(
         "{size} B x {n} ({mib} MiB): resident {} -> {} -> {} -> {} KiB, mapped {} -> {} KiB; \
          pools reclaimed {} of {pools}, purged {}, arenas unmapped {}; {rounds} rounds",
@@ -187,7 +154,7 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
         // SAFETY: a valid non-zero layout.
         .map(|_| unsafe { GLOBAL.alloc(layout) })
         .collect();
-    check();
+    common::check_invariants();
     for p in again {
         assert!(!p.is_null());
         // SAFETY: a live block of `layout`, freed once.
@@ -197,7 +164,7 @@ fn idle_owner(size: usize, mib: usize, pool_size: usize) {
     wake.store(true, Ordering::Release);
     a.thread().unpark();
     a.join().unwrap();
-    check();
+    common::check_invariants();
 }
 
 /// Child: 64 MiB of 64-byte blocks.
@@ -262,7 +229,7 @@ fn child_collect() {
     }
     let freed = smallarena::stats();
     smallarena::collect();
-    check();
+    common::check_invariants();
     let after = smallarena::stats();
     let pools = full.classes[3].pools - before.classes[3].pools;
     println!(
@@ -280,7 +247,7 @@ fn child_collect() {
     wake.store(true, Ordering::Release);
     a.thread().unpark();
     a.join().unwrap();
-    check();
+    common::check_invariants();
 }
 
 #[test]

@@ -188,20 +188,44 @@ pub(super) fn acquire_heap_for_free() -> *mut Heap {
     {
         return null_mut();
     }
+    match install_heap() {
+        Installed::Current(heap) => heap,
+        Installed::Unarmed(heap) => {
+            // SAFETY: the heap is ours, unused, and we are done with it.
+            unsafe { abandon(heap) };
+            null_mut()
+        }
+        Installed::None => null_mut(),
+    }
+}
+
+/// What [`install_heap`] did.
+pub(super) enum Installed {
+    /// The heap is the thread's current one, its exit hook armed.
+    Current(*mut Heap),
+    /// The exit hook could not be armed: the thread is `DEAD` and the heap, not current, is the
+    /// caller's to use once and [`abandon`].
+    Unarmed(*mut Heap),
+    /// No heap could be had (the OS refused memory).
+    None,
+}
+
+/// Acquires a heap ([`acquire_heap`]) and makes it the calling thread's, with its exit hook armed:
+/// a thread's first allocation, or its [`REMOTE_FREES_BEFORE_HEAP`]th remote free. Arming the hook
+/// may allocate (re-entering the allocator, now with a heap).
+pub(super) fn install_heap() -> Installed {
     let heap = acquire_heap();
     if heap.is_null() {
-        return null_mut();
+        return Installed::None;
     }
     let _ = CURRENT.try_with(|c| c.set(heap));
     let _ = STATE.try_with(|s| s.set(ACTIVE));
     if !arm_exit_hook(heap) {
         let _ = CURRENT.try_with(|c| c.set(null_mut()));
         let _ = STATE.try_with(|s| s.set(DEAD));
-        // SAFETY: the heap is ours, unused, and we are done with it.
-        unsafe { abandon(heap) };
-        return null_mut();
+        return Installed::Unarmed(heap);
     }
-    heap
+    Installed::Current(heap)
 }
 
 pub(super) fn new_heap(reg: &mut HeapList) -> *mut Heap {

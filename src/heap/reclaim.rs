@@ -187,26 +187,6 @@ unsafe fn reclaim_pool(pool: *mut Pool, locked: &mut Locked) -> bool {
     }
 }
 
-/// Pushes `pool` onto `heap`'s remote queue, as a remote free that turned `QUEUED` on does.
-///
-/// # Safety
-/// `pool` is owned by `heap` and its `QUEUED` bit is on, set by us (or kept, popped by us).
-unsafe fn enqueue(heap: *mut Heap, pool: *mut Pool) {
-    // SAFETY: heaps are never unmapped; the pool is held by us until the CAS publishes it.
-    unsafe {
-        let q = &(*heap).queue;
-        let link = Pool::queue_link(pool);
-        let mut head = q.load(Ordering::Relaxed);
-        loop {
-            link.store(head, Ordering::Relaxed);
-            match q.compare_exchange_weak(head, pool, Ordering::SeqCst, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
-    }
-}
-
 /// Pools reclaimed from idle heaps since the process started (for [`crate::stats()`]).
 pub(crate) fn pools_reclaimed(_proof: &mut Locked) -> usize {
     POOLS_RECLAIMED.load(Ordering::Relaxed)

@@ -174,16 +174,7 @@ pub(super) unsafe fn publish_chain(chain: Chain) {
     unsafe {
         let owner = (*pool).owner.load(Ordering::Acquire).cast::<Heap>();
         if Pool::push_remote_chain(pool, chain.head, chain.tail, chain.len) {
-            let q = &(*owner).queue;
-            let link = Pool::queue_link(pool);
-            let mut head = q.load(Ordering::Relaxed);
-            loop {
-                link.store(head, Ordering::Relaxed);
-                match q.compare_exchange_weak(head, pool, Ordering::SeqCst, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(h) => head = h,
-                }
-            }
+            enqueue(owner, pool);
             if (*owner).abandoned.load(Ordering::SeqCst) {
                 RECLAIM.store(true, Ordering::SeqCst);
                 // Nobody runs the owner's slow paths any more: reclaim its queue now if the
@@ -195,6 +186,27 @@ pub(super) unsafe fn publish_chain(chain: Chain) {
                         drain_queue(owner, Some(&mut locked));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Pushes `pool` onto `heap`'s remote queue: the freer whose push turned the pool's `QUEUED` on
+/// does it, and so does the reclaim tick for a pool it took off the queue and gives back.
+///
+/// # Safety
+/// `pool` is owned by `heap` and its `QUEUED` bit is on, set by us (or kept, popped by us).
+pub(super) unsafe fn enqueue(heap: *mut Heap, pool: *mut Pool) {
+    // SAFETY: heaps are never unmapped; the pool is held by us until the CAS publishes it.
+    unsafe {
+        let q = &(*heap).queue;
+        let link = Pool::queue_link(pool);
+        let mut head = q.load(Ordering::Relaxed);
+        loop {
+            link.store(head, Ordering::Relaxed);
+            match q.compare_exchange_weak(head, pool, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(h) => head = h,
             }
         }
     }

@@ -89,3 +89,52 @@ pub fn run_without_harness(name: &str, test: impl FnOnce()) {
         println!("{name}: filtered out");
     }
 }
+
+/// Runs the test `case` of the calling test binary again, alone, in a child process whose
+/// environment has `marker=case` (so the child knows it is the child) and `env` set, and
+/// `SMALLARENA_STATS` and `SMALLARENA_MODE` removed; fails with the child's output unless it
+/// succeeds. Returns (and prints) its standard output. For settings the allocator reads once per
+/// process.
+pub fn run_case_in_child(case: &str, marker: &str, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let o = std::process::Command::new(exe)
+        .args(["--exact", case, "--nocapture", "--test-threads=1"])
+        .env_remove("SMALLARENA_STATS")
+        .env_remove("SMALLARENA_MODE")
+        .env(marker, case)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the child");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "child {case} with {env:?} failed: {}\n{out}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    print!("{out}");
+    out
+}
+
+/// Allocates and frees 1,000 blocks of 200 bytes through the global allocator (a class the
+/// purge and reclaim tests use for nothing else): the allocation slow path runs, where due purge
+/// passes and reclaim ticks run.
+pub fn reach_a_slow_path() {
+    let l = std::alloc::Layout::from_size_align(200, 8).unwrap();
+    let v: Vec<*mut u8> = (0..1000)
+        // SAFETY: a valid non-zero layout.
+        .map(|_| unsafe { std::alloc::alloc(l) })
+        .collect();
+    for p in v {
+        assert!(!p.is_null());
+        // SAFETY: a live block of `l`, freed once.
+        unsafe { std::alloc::dealloc(p, l) };
+    }
+}
+
+/// The allocator's invariants hold (`smallarena::check_invariants`), or the test fails.
+pub fn check_invariants() {
+    if let Err(v) = smallarena::check_invariants() {
+        panic!("invariant violated: {v}");
+    }
+}
