@@ -3,7 +3,6 @@
 //! [`RECLAIM`] protocol), and the fork handlers (abandon the heaps of threads that did not survive
 //! the fork; forget every inherited heap under the share policy, see [`crate::fork`]).
 
-#[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
 use super::*;
 
 // Thread exit, natively: a pthread key whose destructor abandons the heap.

@@ -64,7 +64,6 @@
 //! Model-checked in `tests/loom.rs` (an owner that drains or stays idle, a remote freer, a
 //! reclaimer).
 
-#[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
 use super::*;
 
 global! {

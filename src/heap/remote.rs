@@ -6,7 +6,6 @@
 //! pair with [`super::lifecycle::abandon`]), and a share-mode child's free of an inherited block
 //! writes nothing ([`free_inherited`]).
 
-#[allow(unused_imports)] // which of the parent's names are used depends on loom and Miri
 use super::*;
 use super::remote_buffer::Chain;
 
