@@ -58,9 +58,10 @@ fn in_use(class: usize) -> usize {
     crate::stats().classes[class].blocks_in_use
 }
 
-/// Enough blocks to fill a few pools under native runs, fewer under Miri.
+/// Enough blocks of `class` (small or medium) to fill a few pools under native runs, one pool
+/// and some under Miri.
 fn count(class: usize) -> usize {
-    let per_pool = (POOL_SIZE - POOL_HEADER) / block_size(class);
+    let per_pool = Pool::capacity(class);
     if cfg!(miri) {
         per_pool + 3
     } else {
@@ -431,23 +432,13 @@ fn touched(size: usize) -> usize {
     }
 }
 
-/// Enough medium blocks of `class` to fill a few pools natively, one pool and some under Miri.
-fn medium_count(class: usize) -> usize {
-    let per_pool = Pool::capacity(class);
-    if cfg!(miri) {
-        per_pool + 2
-    } else {
-        3 * per_pool + 1
-    }
-}
-
 #[test]
 fn medium_blocks_are_distinct_aligned_inside_their_pool_and_reused() {
     let size = 5000; // medium class 44 (5120 bytes)
     let class = medium_class_of(size);
     assert_eq!(any_block_size(class), 5120);
     let base = in_use(class);
-    let n = medium_count(class);
+    let n = count(class);
     let mut seen = HashSet::new();
     let mut blocks = Vec::with_capacity(n);
     for i in 0..n {
@@ -496,7 +487,7 @@ fn medium_remote_frees_come_back_exactly_once() {
     let size = 20000; // medium class 52 (20480 bytes)
     let class = medium_class_of(size);
     let base = in_use(class);
-    let n = medium_count(class);
+    let n = count(class);
     let blocks: Vec<Ptr> = (0..n).map(|_| Ptr(heap::alloc_any::<false>(size))).collect();
     let pools_at_peak = crate::stats().classes[class].pools;
     let halves: Vec<Vec<Ptr>> = blocks.chunks(n.div_ceil(2)).map(|c| c.to_vec()).collect();
@@ -537,7 +528,7 @@ fn medium_remote_frees_come_back_exactly_once() {
 fn medium_blocks_of_exited_threads_are_freed_and_collected() {
     let size = 1500; // medium class 37 (1536 bytes)
     let class = medium_class_of(size);
-    let n = medium_count(class);
+    let n = count(class);
     let left: Vec<Ptr> = std::thread::spawn(move || {
         let v: Vec<Ptr> = (0..n)
             .map(|_| Ptr(heap::alloc_any::<false>(size)))
