@@ -42,7 +42,7 @@ mod reclaim;
 mod remote;
 mod remote_buffer;
 
-// The crate reaches the heap through `heap::`: the two protocol files' names are the heap's.
+// The crate reaches the heap through `heap::`: the protocol files' names are the heap's.
 #[allow(unused_imports)] // which are used depends on loom and Miri
 pub(crate) use lifecycle::*;
 #[allow(unused_imports)] // which are used depends on loom and Miri
