@@ -490,24 +490,9 @@ impl Pool {
     /// # Safety
     /// `taken` came off this pool's remote list and is not empty; the caller owns its blocks.
     pub unsafe fn push_remote_list(pool: *mut Pool, taken: Taken) -> bool {
-        // SAFETY: the pool header lives while blocks of it are live (the taken ones are).
-        let side = unsafe { &(*pool).remote };
-        side.count.fetch_add(taken.len, Ordering::Relaxed);
-        let mut old = side.head.load(Ordering::Relaxed);
-        loop {
-            let next = old.map_addr(|a| a & !QUEUED);
-            // SAFETY: the blocks are ours until the CAS below publishes them; `tail` is the last
-            // of `len > 0` blocks.
-            unsafe { (*taken.tail).next = next };
-            let new = taken.head.map_addr(|a| a | QUEUED);
-            match side
-                .head
-                .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return old.addr() & QUEUED == 0,
-                Err(cur) => old = cur,
-            }
-        }
+        // SAFETY: per the caller, `taken` is `len > 0` blocks of this pool, ours, linked from
+        // `head` to `tail`: what `push_remote_chain` asks.
+        unsafe { Pool::push_remote_chain(pool, taken.head, taken.tail, taken.len) }
     }
 
     /// Owner: takes every remotely freed block, leaving the `QUEUED` bit as it is.
